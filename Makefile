@@ -1,0 +1,54 @@
+# The README's verbs. CMake does the building; this file only names the steps.
+#   make demo     install deps, release build, run a local server+agent demo
+#   make test     install deps, ASan/UBSan build, every test through ctest,
+#                 then the integration tests under valgrind (release build)
+#   make bench    benchmarks (release build), one "name: value unit" per line
+#   make fuzz     libFuzzer targets for each parser, fixed number of runs
+#   make package  installable packages
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+TEST_DIR  := build/test
+REL_DIR   := build/release
+FUZZ_DIR  := build/fuzz
+CMAKE_GEN := $(shell command -v ninja >/dev/null 2>&1 && echo "-G Ninja")
+
+.PHONY: all deps release test-build test memcheck demo bench fuzz package clean
+
+all: release
+
+deps:
+	@scripts/install-deps
+
+release: deps
+	@cmake -S . -B $(REL_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(REL_DIR) -j $(JOBS)
+
+test-build: deps
+	@cmake -S . -B $(TEST_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DMMR_SANITIZE=ON >/dev/null
+	@cmake --build $(TEST_DIR) -j $(JOBS)
+
+test: test-build release
+	@ctest --test-dir $(TEST_DIR) --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory memcheck
+
+# valgrind cannot run ASan binaries: the leak check uses the release build.
+memcheck: release
+	@MMR_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
+	  ctest --test-dir $(REL_DIR) --output-on-failure -L integration
+
+demo: release
+	@scripts/demo $(REL_DIR)
+
+bench: release
+	@echo "bench: no benchmarks yet (they arrive with the telemetry queue, issue 3)"
+
+fuzz:
+	@scripts/install-deps --fuzz
+	@CC=clang cmake -S . -B $(FUZZ_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DMMR_FUZZ=ON -DMMR_TESTS=ON >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS)
+	@scripts/run-fuzz $(FUZZ_DIR)
+
+package:
+	@echo "package: not yet (installer packages arrive with the updater, issue 7)"
+
+clean:
+	rm -rf build

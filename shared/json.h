@@ -1,0 +1,47 @@
+/* JSON helpers over jansson: bounded parsing of untrusted input with precise
+ * error messages, typed field access that names the JSON path of an error,
+ * and one-line serialisation for newline-delimited protocols. */
+#ifndef MMR_JSON_H
+#define MMR_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+/* Default nesting limit for documents from outside (network, files, IPC). */
+#define MMR_JSON_MAX_DEPTH 32
+
+/* Parses exactly one JSON value from buf (len bytes, need not be
+ * NUL-terminated). Refuses nesting deeper than max_depth (MMR_ETOOBIG) and
+ * anything that is not valid UTF-8 JSON (MMR_EINVAL, message with line and
+ * column). Returns a new reference in *out. */
+int mmr_json_parse(const char *buf, size_t len, size_t max_depth, json_t **out);
+
+/* Like mmr_json_parse, and the value must be an object. */
+int mmr_json_parse_object(const char *buf, size_t len, size_t max_depth, json_t **out);
+
+/* Typed getters. path is the JSON path of obj used in messages ("$.scan");
+ * the error says e.g. "$.scan.cpu_cap: expected an integer, got a string".
+ * A missing optional field leaves *out untouched and returns 0; a missing
+ * required field is MMR_EINVAL. */
+int mmr_json_get_str(const json_t *obj, const char *path, const char *key, bool required,
+                     const char **out);
+int mmr_json_get_int(const json_t *obj, const char *path, const char *key, bool required,
+                     int64_t min, int64_t max, int64_t *out);
+int mmr_json_get_bool(const json_t *obj, const char *path, const char *key, bool required,
+                      bool *out);
+int mmr_json_get_object(const json_t *obj, const char *path, const char *key, bool required,
+                        json_t **out);
+int mmr_json_get_array(const json_t *obj, const char *path, const char *key, bool required,
+                       json_t **out);
+
+/* Compact one-line serialisation with sorted keys; allocated, no trailing
+ * newline. Never contains a raw newline (JSON escapes them in strings). */
+char *mmr_json_dump_line(const json_t *value);
+
+/* Pretty serialisation (2-space indent, sorted keys) for humans and files. */
+char *mmr_json_dump_pretty(const json_t *value);
+
+#endif

@@ -1,0 +1,146 @@
+/* The platform layer: every operating-system call that Mamori makes outside
+ * drivers/ goes through here. Implementations live in platform/posix/ and
+ * (later) platform/win32/; nothing above this header may include an OS header.
+ * All paths are UTF-8. */
+#ifndef MMR_PLATFORM_H
+#define MMR_PLATFORM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+/* ---- well-known locations ---------------------------------------------- */
+
+/* Default data directory (/var/lib/mamori; %ProgramData%\Mamori on Windows). */
+const char *mmr_default_data_dir(void);
+/* Default directory for the agent's IPC endpoint (/run/mamori). */
+const char *mmr_default_run_dir(void);
+/* Default agent configuration file (/etc/mamori/agent.conf). */
+const char *mmr_default_config_path(void);
+
+/* Path of the agent's IPC endpoint inside run_dir (a Unix socket path, or a
+ * named pipe name derived from run_dir on Windows). Allocated; caller frees.
+ * Fails with MMR_ETOOBIG when the path cannot fit a socket address. */
+int mmr_ipc_endpoint(const char *run_dir, char **out);
+
+/* ---- paths and files ---------------------------------------------------- */
+
+/* Joins two path parts with the platform separator. Allocated. */
+char *mmr_path_join(const char *dir, const char *name);
+
+/* Creates a directory and its parents. Private directories get owner-only
+ * access (0700); others 0755. An existing private directory is tightened. */
+int mmr_mkdir_p(const char *path, bool private_dir);
+
+bool mmr_path_exists(const char *path);
+
+/* Reads a whole file, refusing files larger than max_bytes (MMR_ETOOBIG).
+ * *out is NUL-terminated and allocated; *len excludes the NUL. */
+int mmr_file_read_all(const char *path, size_t max_bytes, char **out, size_t *len);
+
+/* Reads at most max_bytes from the end of a file, starting at a line boundary
+ * when the file is longer. */
+int mmr_file_read_tail(const char *path, size_t max_bytes, char **out, size_t *len);
+
+/* Replaces a file atomically with owner-only permissions: temporary file,
+ * fsync, rename, fsync of the directory. A crash leaves the old or new file. */
+int mmr_file_write_atomic(const char *path, const void *data, size_t len);
+
+/* Creates the file if missing and restricts it to the owner (0600). */
+int mmr_file_make_private(const char *path);
+
+/* Owner-only check: true when group and others have no access. */
+int mmr_file_is_private(const char *path, bool *is_private);
+
+int mmr_file_remove(const char *path);
+
+/* An open file, for logs and other append-only writers. */
+struct mmr_file;
+
+/* Opens for appending, creating with owner-only permissions. */
+int mmr_file_open_append(const char *path, struct mmr_file **out);
+int mmr_file_append(struct mmr_file *f, const void *data, size_t len);
+int mmr_file_sync(struct mmr_file *f);
+void mmr_file_close(struct mmr_file *f);
+/* Size in bytes, or a negative MMR_E* code. */
+int64_t mmr_file_size(const char *path);
+int mmr_file_rename(const char *from, const char *to);
+
+/* Free and total bytes on the filesystem holding path. */
+int mmr_disk_space(const char *path, uint64_t *free_bytes, uint64_t *total_bytes);
+
+/* Makes files this process creates private by default (umask 077). */
+void mmr_process_private_files(void);
+
+/* ---- single-instance lock ------------------------------------------------ */
+
+struct mmr_lock;
+
+/* Takes an exclusive lock on a lock file, held until release or process exit
+ * (the OS drops it even on kill -9). MMR_EBUSY names the holder's pid. */
+int mmr_lock_acquire(const char *path, struct mmr_lock **out);
+void mmr_lock_release(struct mmr_lock *lock);
+
+/* ---- time --------------------------------------------------------------- */
+
+/* Wall-clock time, UTC, milliseconds since the Unix epoch. */
+int64_t mmr_time_now_ms(void);
+/* Monotonic milliseconds, for durations and timeouts. */
+uint64_t mmr_time_mono_ms(void);
+/* "2026-11-22T00:07:27.123Z"; buf must hold 32 bytes. */
+void mmr_time_format(int64_t ms, char buf[32]);
+
+/* ---- users and local IPC peers ------------------------------------------ */
+
+/* True when this process runs with administrative rights (root, or a member
+ * of Administrators with an elevated token). */
+bool mmr_user_is_admin(void);
+
+/* Who is at the other end of an accepted local IPC connection. */
+struct mmr_peer {
+    uint32_t uid;  /* numeric user id (RID of the SID on Windows) */
+    int64_t pid;
+    bool admin;    /* administrator, or the same user the agent runs as */
+    char name[64]; /* user name, or the numeric id when it has none */
+};
+
+int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out);
+
+/* Restricts who may connect to a listening endpoint: everyone may connect,
+ * and admin verbs are checked per request with mmr_peer_identify. */
+int mmr_ipc_endpoint_open_to_all(const char *endpoint);
+
+/* ---- the system ---------------------------------------------------------- */
+
+struct mmr_sysinfo {
+    char os_name[64];     /* "Debian GNU/Linux 12 (bookworm)", "Windows 11 Pro" */
+    char os_version[64];  /* kernel release / build number */
+    char arch[32];
+    char hostname[256];
+    uint64_t uptime_s;
+    uint64_t mem_total;
+    uint64_t mem_free;
+};
+
+int mmr_sysinfo_get(struct mmr_sysinfo *out);
+
+int64_t mmr_process_id(void);
+
+/* Cryptographically secure random bytes from the OS. */
+int mmr_random_bytes(void *buf, size_t len);
+
+/* ---- service glue --------------------------------------------------------- */
+
+/* True when started by the service manager (systemd, Windows SCM). */
+bool mmr_service_managed(void);
+/* Tells the service manager we are ready / stopping / reloading. No-ops when
+ * not managed. */
+void mmr_service_notify(const char *state);
+
+/* Detaches from the terminal (classic double fork) and writes pidfile.
+ * Not used under a service manager. */
+int mmr_daemonize(const char *pidfile);
+
+#endif
