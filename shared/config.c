@@ -422,6 +422,10 @@ static void suggest(struct mmr_buf *b, const struct mmr_cfg_key *schema, size_t 
         mmr_buf_appendf(b, " (did you mean %s%s%s?)", open, best, close);
         return;
     }
+    if (!best) {
+        mmr_buf_appendf(b, " (no %s are valid)", section ? "keys" : "sections");
+        return;
+    }
     mmr_buf_appendf(b, " (valid %s: ", section ? "keys" : "sections");
     bool first = true;
     for (size_t i = 0; i < nkeys; i++) {
@@ -536,6 +540,42 @@ static int check_bytes(struct parser *p, const char *line, size_t len)
     return 0;
 }
 
+static bool section_known(const struct parser *p, const char *name, size_t len)
+{
+    for (size_t i = 0; i < p->nkeys; i++)
+        if (strlen(p->schema[i].section) == len && memcmp(p->schema[i].section, name, len) == 0)
+            return true;
+    return false;
+}
+
+/* Refuses a [section] header that the schema does not know. inih reports
+ * sections only with their keys, so an unknown empty section (a typo'd
+ * header) would otherwise pass. Headers inih cannot parse (no ']', or a
+ * comment before it) are left for its syntax error. */
+static int check_section(struct parser *p, const char *line, size_t len)
+{
+    if (len == 0 || line[0] != '[')
+        return 0;
+    bool was_space = false;
+    size_t end = 1;
+    for (; end < len && line[end] != ']'; end++) {
+        if (was_space && line[end] == ';')
+            return 0;
+        was_space = line[end] == ' ' || line[end] == '\t';
+    }
+    if (end == len || section_known(p, line + 1, end - 1))
+        return 0;
+
+    struct mmr_buf b = {0};
+    mmr_buf_appendf(&b, "unknown section [%.*s]", (int)(end - 1), line + 1);
+    char *name = mmr_strndup(line + 1, end - 1);
+    suggest(&b, p->schema, p->nkeys, NULL, name);
+    free(name);
+    mmr_err_set(MMR_EINVAL, "%s", b.data);
+    mmr_buf_free(&b);
+    return refuse_line(p, MMR_EINVAL);
+}
+
 /* inih's fgets-style reader over the text. Returns NULL at the end or after
  * the first refused line, which ends inih's loop. */
 static char *read_line(char *str, int num, void *stream)
@@ -559,40 +599,23 @@ static char *read_line(char *str, int num, void *stream)
         refuse_line(p, MMR_ETOOBIG);
         return NULL;
     }
+    if (check_section(p, line, len) < 0)
+        return NULL;
     memcpy(str, line, len);
     str[len] = '\0';
     return str;
 }
 
 static const struct mmr_cfg_key *find_key(const struct parser *p, const char *section,
-                                          const char *name, size_t *index, bool *section_known)
+                                          const char *name, size_t *index)
 {
-    *section_known = false;
     for (size_t i = 0; i < p->nkeys; i++) {
-        if (strcmp(p->schema[i].section, section) != 0)
-            continue;
-        *section_known = true;
-        if (strcmp(p->schema[i].name, name) == 0) {
+        if (strcmp(p->schema[i].section, section) == 0 && strcmp(p->schema[i].name, name) == 0) {
             *index = i;
             return &p->schema[i];
         }
     }
     return NULL;
-}
-
-static int unknown(struct parser *p, const char *section, const char *name, bool section_known)
-{
-    struct mmr_buf b = {0};
-    if (section_known) {
-        mmr_buf_appendf(&b, "[%s] unknown key '%s'", section, name);
-        suggest(&b, p->schema, p->nkeys, section, name);
-    } else {
-        mmr_buf_appendf(&b, "unknown section [%s]", section);
-        suggest(&b, p->schema, p->nkeys, NULL, section);
-    }
-    mmr_err_set(MMR_EINVAL, "%s", b.data);
-    mmr_buf_free(&b);
-    return refuse_line(p, MMR_EINVAL);
 }
 
 /* inih's handler: 1 to go on, 0 after recording the error. */
@@ -605,10 +628,15 @@ static int handle(void *user, const char *section, const char *name, const char 
         return 0;
     }
     size_t i;
-    bool section_known;
-    const struct mmr_cfg_key *key = find_key(p, section, name, &i, &section_known);
+    const struct mmr_cfg_key *key = find_key(p, section, name, &i);
     if (!key) {
-        unknown(p, section, name, section_known);
+        /* The reader has refused unknown sections: this one has keys. */
+        struct mmr_buf b = {0};
+        mmr_buf_appendf(&b, "[%s] unknown key '%s'", section, name);
+        suggest(&b, p->schema, p->nkeys, section, name);
+        mmr_err_set(MMR_EINVAL, "%s", b.data);
+        mmr_buf_free(&b);
+        refuse_line(p, MMR_EINVAL);
         return 0;
     }
     if (p->set_on[i]) {

@@ -77,9 +77,8 @@ int mmr_db_error(struct mmr_db *db, const char *what)
     const char *msg = sqlite3_errmsg(db->h);
     const char *advice = "";
     if (code == MMR_ECORRUPT)
-        advice = ext == SQLITE_NOTADB
-                     ? " (corrupt?); move it aside to start with a fresh database"
-                     : "; move it aside to start with a fresh database";
+        advice = ext == SQLITE_NOTADB ? " (corrupt?); move it aside to start with a fresh database"
+                                      : "; move it aside to start with a fresh database";
     char detail[32] = "";
     if (code == MMR_EIO || code == MMR_ENOSPC)
         snprintf(detail, sizeof(detail), " (sqlite code %d)", ext);
@@ -197,6 +196,24 @@ static int check_migrations(const char *path, const struct mmr_db_migration *m, 
     return 0;
 }
 
+/* Migrations run with foreign keys off, so that a table can be rebuilt the
+ * way SQLite documents; the keys are checked before each commit instead. */
+static int check_foreign_keys(struct mmr_db *db, const char *what)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db->h, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK)
+        return mmr_db_error(db, what);
+    int rc = 0;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        rc = mmr_err_set(MMR_EINVAL, "%s: %s: leaves rows in '%s' with broken foreign keys",
+                         db->path, what, (const char *)sqlite3_column_text(st, 0));
+    else if (step != SQLITE_DONE)
+        rc = mmr_db_error(db, what);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* One migration in its own transaction, which also sets user_version, so a
  * crash or a failed write leaves the schema at the version before or after. */
 static int migrate_one(struct mmr_db *db, const struct mmr_db_migration *m)
@@ -222,6 +239,9 @@ static int migrate_one(struct mmr_db *db, const struct mmr_db_migration *m)
     char sql[48];
     snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", m->version);
     rc = exec_what(db, sql, what);
+    if (rc < 0)
+        goto fail;
+    rc = check_foreign_keys(db, what);
     if (rc < 0)
         goto fail;
     if (sqlite3_exec(db->h, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
@@ -269,8 +289,7 @@ static int make_files_private(const char *path)
 static int setup_wal(struct mmr_db *db)
 {
     char mode[32];
-    int rc = pragma_text(db, "PRAGMA journal_mode = WAL", "switching to WAL", mode,
-                         sizeof(mode));
+    int rc = pragma_text(db, "PRAGMA journal_mode = WAL", "switching to WAL", mode, sizeof(mode));
     if (rc < 0)
         return rc;
     if (strcmp(mode, "wal") != 0)
@@ -300,7 +319,8 @@ static int configure(struct mmr_db *db, const struct mmr_db_opts *opts, bool mem
     if (version < 0)
         return mmr_err_set(MMR_EINVAL, "%s: schema version %d is not one of ours", db->path,
                            version);
-    if ((size_t)version > nmigrations)
+    /* No migrations at all means "inspect as it is" (diagnostics). */
+    if (nmigrations > 0 && (size_t)version > nmigrations)
         return mmr_err_set(MMR_EINVAL,
                            "%s: schema version %d was written by a newer version of Mamori "
                            "(this one knows up to %zu); upgrade, or move the file aside",
@@ -310,21 +330,24 @@ static int configure(struct mmr_db *db, const struct mmr_db_opts *opts, bool mem
         if (rc < 0)
             return rc;
     }
-    rc = exec_what(db, opts->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-                   "setting synchronous");
+    rc =
+        exec_what(db, opts->sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                  "setting synchronous");
     if (rc < 0)
         return rc;
-    rc = exec_what(db, "PRAGMA foreign_keys = ON", "enabling foreign keys");
-    if (rc < 0)
-        return rc;
-    if (opts->read_only)
-        return 0;
-    return migrate(db, migrations, nmigrations, version);
+    if (!opts->read_only) {
+        rc = exec_what(db, "PRAGMA foreign_keys = OFF", "migrating");
+        if (rc < 0)
+            return rc;
+        rc = migrate(db, migrations, nmigrations, version);
+        if (rc < 0)
+            return rc;
+    }
+    return exec_what(db, "PRAGMA foreign_keys = ON", "enabling foreign keys");
 }
 
 int mmr_db_open(const char *path, const struct mmr_db_opts *opts,
-                const struct mmr_db_migration *migrations, size_t nmigrations,
-                struct mmr_db **out)
+                const struct mmr_db_migration *migrations, size_t nmigrations, struct mmr_db **out)
 {
     static const struct mmr_db_opts defaults;
     *out = NULL;
@@ -347,9 +370,9 @@ int mmr_db_open(const char *path, const struct mmr_db_opts *opts,
 
     struct mmr_db *db = mmr_calloc(1, sizeof(*db));
     db->path = mmr_strdup(path);
-    int flags = SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE |
-                (opts->read_only ? SQLITE_OPEN_READONLY
-                                 : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int flags =
+        SQLITE_OPEN_NOFOLLOW | SQLITE_OPEN_EXRESCODE |
+        (opts->read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     if (sqlite3_open_v2(path, &db->h, flags, opts->vfs) != SQLITE_OK) {
         rc = mmr_db_error(db, "opening");
         goto fail;
@@ -442,7 +465,7 @@ int mmr_db_stmt(struct mmr_db *db, const char *sql, sqlite3_stmt **out)
             return 0;
         }
     }
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = prepare_one(db, sql, &st);
     if (rc < 0)
         return rc;
@@ -458,57 +481,80 @@ int mmr_db_stmt(struct mmr_db *db, const char *sql, sqlite3_stmt **out)
 /* ---- integrity ------------------------------------------------------------ */
 
 /* Appends a line to buf, truncating; buf stays NUL-terminated. */
-static void add_line(char *buf, size_t buflen, const char *line)
+static void add_line(char *buf, size_t buflen, const char *line, size_t len)
 {
     if (!buf || buflen == 0)
         return;
     size_t used = strlen(buf);
     if (used + 1 >= buflen)
         return;
-    snprintf(buf + used, buflen - used, "%s%s", used ? "\n" : "", line);
+    snprintf(buf + used, buflen - used, "%s%.*s", used ? "\n" : "", (int)len, line);
 }
 
-int mmr_db_check(struct mmr_db *db, bool full, char *buf, size_t buflen)
+/* One row of check output may hold several problems, one a line, under a
+ * "*** in database main ***" heading that says nothing by itself. */
+static void add_problems(const char *row, char *buf, size_t buflen, char *first, size_t firstlen)
 {
-    char sql[48];
-    sqlite3_stmt *st = NULL;
-    const char *name = full ? "integrity_check" : "quick_check";
-    int rc = 0;
-
-    if (buf && buflen)
-        buf[0] = '\0';
-    snprintf(sql, sizeof(sql), "PRAGMA %s(%d)", name, CHECK_MAX_PROBLEMS);
-    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK) {
-        rc = mmr_db_error(db, name);
-        goto out;
+    static const char heading[] = "*** in database ";
+    while (*row) {
+        size_t len = strcspn(row, "\n");
+        if (len > 0 && strncmp(row, heading, sizeof(heading) - 1) != 0) {
+            if (!first[0])
+                snprintf(first, firstlen, "%.*s", (int)len, row);
+            add_line(buf, buflen, row, len);
+        }
+        row += len;
+        if (*row == '\n')
+            row++;
     }
+}
+
+static int run_check(struct mmr_db *db, sqlite3_stmt *st, const char *name, char *buf,
+                     size_t buflen)
+{
     bool sound = false;
     char first[256] = "";
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *line = (const char *)sqlite3_column_text(st, 0);
-        if (!line)
+        const char *row = (const char *)sqlite3_column_text(st, 0);
+        if (!row)
             continue;
-        if (strcmp(line, "ok") == 0)
+        if (strcmp(row, "ok") == 0) {
             sound = true;
-        else if (!first[0])
-            snprintf(first, sizeof(first), "%s", line);
-        add_line(buf, buflen, line);
+            add_line(buf, buflen, row, strlen(row));
+        } else {
+            add_problems(row, buf, buflen, first, sizeof(first));
+        }
     }
-    if (step != SQLITE_DONE) {
-        rc = mmr_db_error(db, name);
-        goto out;
-    }
+    if (step != SQLITE_DONE)
+        return mmr_db_error(db, name);
     if (!sound || first[0])
-        rc = mmr_err_set(MMR_ECORRUPT, "%s: %s found problems, first: %s; move it aside to "
-                                       "start with a fresh database",
-                         db->path, name, first[0] ? first : "(none reported)");
-out:
-    /* Damage that stops the check itself is still damage: say so in buf. */
+        return mmr_err_set(MMR_ECORRUPT,
+                           "%s: %s found problems, first: %s; move it aside to start with a "
+                           "fresh database",
+                           db->path, name, first[0] ? first : "(none reported)");
+    return 0;
+}
+
+int mmr_db_check(struct mmr_db *db, bool full, char *buf, size_t buflen)
+{
+    const char *name = full ? "integrity_check" : "quick_check";
+    char sql[48];
+    sqlite3_stmt *st = NULL;
+    int rc;
+
+    if (buf && buflen)
+        buf[0] = '\0';
+    snprintf(sql, sizeof(sql), "PRAGMA %s(%d)", name, CHECK_MAX_PROBLEMS);
+    if (sqlite3_prepare_v2(db->h, sql, -1, &st, NULL) != SQLITE_OK)
+        rc = mmr_db_error(db, name);
+    else
+        rc = run_check(db, st, name, buf, buflen);
+    sqlite3_finalize(st);
     if (rc < 0 && rc != MMR_ECORRUPT && buf && buflen)
         buf[0] = '\0';
+    /* Damage that stops the check itself is still damage: say so in buf. */
     if (rc == MMR_ECORRUPT && buf && buflen && !buf[0])
-        add_line(buf, buflen, mmr_err_msg());
-    sqlite3_finalize(st);
+        add_line(buf, buflen, mmr_err_msg(), strlen(mmr_err_msg()));
     return rc;
 }

@@ -9,20 +9,23 @@
 
 #include <sqlite3.h>
 
+/* One connection and its statement cache: use it from one thread at a time. */
 struct mmr_db;
 
 /* Migration n brings the schema from user_version n-1 to n; versions start
- * at 1 and are listed in order. Each runs in its own transaction. */
+ * at 1 and are listed in order. Each runs in its own transaction (so its SQL
+ * holds no BEGIN or COMMIT) with foreign keys off, as SQLite's recipe for
+ * rebuilding a table needs; they are checked before the commit instead. */
 struct mmr_db_migration {
     int version;
     const char *sql;
 };
 
 struct mmr_db_opts {
-    bool read_only;        /* never creates, sets up WAL or migrates */
-    bool sync_full;        /* synchronous=FULL (survives power loss) instead of NORMAL */
-    int busy_timeout_ms;   /* 0: 5000 */
-    const char *vfs;       /* SQLite VFS name; NULL: the default (tests: "mmr-fault") */
+    bool read_only;      /* never creates, sets up WAL or migrates */
+    bool sync_full;      /* synchronous=FULL (survives power loss) instead of NORMAL */
+    int busy_timeout_ms; /* 0: 5000 */
+    const char *vfs;     /* SQLite VFS name; NULL: the default (tests: "mmr-fault") */
 };
 
 /* Opens (creating if allowed) and migrates. opts may be NULL for defaults.
@@ -31,11 +34,11 @@ struct mmr_db_opts {
  * WAL (MMR_EUNSUP when the filesystem cannot do it). ":memory:" gives a
  * private in-memory database. A database newer than the migrations known
  * here is refused (MMR_EINVAL: "written by a newer version"); a read-only
- * open accepts an older one as it is. A damaged or foreign file gives
+ * open accepts an older one as it is, and with no migrations given any
+ * version is accepted (for inspection, e.g. the support bundle). A damaged or foreign file gives
  * MMR_ECORRUPT naming the file; a missing one opened read-only MMR_ENOENT. */
 int mmr_db_open(const char *path, const struct mmr_db_opts *opts,
-                const struct mmr_db_migration *migrations, size_t nmigrations,
-                struct mmr_db **out);
+                const struct mmr_db_migration *migrations, size_t nmigrations, struct mmr_db **out);
 void mmr_db_close(struct mmr_db *db);
 
 sqlite3 *mmr_db_handle(struct mmr_db *db);
@@ -52,7 +55,7 @@ int mmr_db_exec(struct mmr_db *db, const char *sql);
  * may still be stepping. */
 int mmr_db_stmt(struct mmr_db *db, const char *sql, sqlite3_stmt **out);
 
-int mmr_db_begin(struct mmr_db *db);     /* BEGIN IMMEDIATE */
+int mmr_db_begin(struct mmr_db *db); /* BEGIN IMMEDIATE */
 /* A failed commit rolls the transaction back before returning the error, so
  * the database is never left with a transaction open. */
 int mmr_db_commit(struct mmr_db *db);

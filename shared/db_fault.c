@@ -20,6 +20,7 @@ struct fault_counter {
 };
 
 static struct fault_counter counters[2];
+static atomic_bool without_shm;
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs fault_vfs;
 
@@ -201,6 +202,24 @@ static const sqlite3_io_methods fault_methods = {
     .xUnfetch = ff_unfetch,
 };
 
+/* Version 1 methods have no shared memory: SQLite then refuses WAL, as on a
+ * filesystem that cannot map the -shm file. */
+static const sqlite3_io_methods fault_methods_v1 = {
+    .iVersion = 1,
+    .xClose = ff_close,
+    .xRead = ff_read,
+    .xWrite = ff_write,
+    .xTruncate = ff_truncate,
+    .xSync = ff_sync,
+    .xFileSize = ff_file_size,
+    .xLock = ff_lock,
+    .xUnlock = ff_unlock,
+    .xCheckReservedLock = ff_check_reserved_lock,
+    .xFileControl = ff_file_control,
+    .xSectorSize = ff_sector_size,
+    .xDeviceCharacteristics = ff_device_characteristics,
+};
+
 /* ---- VFS methods: only xOpen wraps, the rest forward --------------------- */
 
 static int fv_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out_flags)
@@ -211,7 +230,10 @@ static int fv_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flag
     int rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out_flags);
     /* SQLite calls xClose only when pMethods is set, so a failed open must
      * leave it NULL here too. */
-    f->pMethods = ff->real->pMethods ? &fault_methods : NULL;
+    if (!ff->real->pMethods)
+        f->pMethods = NULL;
+    else
+        f->pMethods = atomic_load(&without_shm) ? &fault_methods_v1 : &fault_methods;
     return rc;
 }
 
@@ -285,8 +307,10 @@ int mmr_db_fault_install(void)
     /* The optional methods of later versions are left out: SQLite then
      * falls back to xCurrentTime and does without system-call overrides. */
     if (base->iVersion < 2 || !base->xCurrentTimeInt64)
-        return mmr_err_set(MMR_EUNSUP, "installing the fault VFS: the default VFS '%s' "
-                                       "is too old (version %d)", base->zName, base->iVersion);
+        return mmr_err_set(MMR_EUNSUP,
+                           "installing the fault VFS: the default VFS '%s' "
+                           "is too old (version %d)",
+                           base->zName, base->iVersion);
     fault_vfs = (sqlite3_vfs){
         .iVersion = 2,
         .szOsFile = (int)sizeof(struct fault_file) + base->szOsFile,
@@ -340,4 +364,9 @@ int mmr_db_fault_calls(enum mmr_db_fault_op op)
 int mmr_db_fault_failed(enum mmr_db_fault_op op)
 {
     return atomic_load(&counters[op].failed);
+}
+
+void mmr_db_fault_without_shm(bool on)
+{
+    atomic_store(&without_shm, on);
 }

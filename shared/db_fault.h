@@ -4,6 +4,8 @@
 #ifndef MMR_DB_FAULT_H
 #define MMR_DB_FAULT_H
 
+#include <stdbool.h>
+
 #define MMR_DB_FAULT_VFS "mmr-fault"
 
 enum mmr_db_fault_op {
@@ -29,5 +31,9 @@ void mmr_db_fault_disarm(void);
  * when an operation completes with failed == 0. */
 int mmr_db_fault_calls(enum mmr_db_fault_op op);
 int mmr_db_fault_failed(enum mmr_db_fault_op op);
+
+/* Files opened from now on offer no shared memory, like a filesystem that
+ * cannot map the -shm file, so SQLite cannot use WAL on them. */
+void mmr_db_fault_without_shm(bool on);
 
 #endif

@@ -14,11 +14,11 @@
 #include "shared/err.h"
 #include "shared/mem.h"
 
-#define DEFAULT_MAX_ENTRIES 10000
+#define DEFAULT_MAX_ENTRIES     10000
 #define DEFAULT_MAX_ENTRY_BYTES ((size_t)64 * 1024 * 1024)
 #define DEFAULT_MAX_TOTAL_BYTES ((size_t)256 * 1024 * 1024)
-#define NAME_MAX_BYTES 1024
-#define FILE_MODE 0600
+#define NAME_MAX_BYTES          1024
+#define FILE_MODE               0600
 
 struct mmr_targz {
     struct archive *a;
@@ -67,10 +67,14 @@ int mmr_targz_new(struct mmr_targz **out)
         free(tgz);
         return mmr_err_set(MMR_ENOMEM, "creating an archive: out of memory");
     }
-    /* Names are UTF-8 already; "BINARY" stores their bytes as they are
-     * instead of converting from the process locale, which fails for any
-     * non-ASCII name under the C locale. Without padding the last block, the
-     * gzip stream ends with the data. */
+    /* Without padding the last block, the gzip stream ends with the data.
+     * Name encoding is chosen per entry in mmr_targz_add. */
+    /* pax with hdrcharset=BINARY: names are UTF-8 already and are stored
+     * byte for byte; converting from the process locale fails for non-ASCII
+     * names under the C locale. (GNU tar notes the keyword with a harmless
+     * "Ignoring unknown extended header keyword" line; bsdtar and 7-Zip know
+     * it. ustar was tried: it cannot hold pre-1970 times or long names, and
+     * it converts names from the locale too.) */
     if (archive_write_set_format_pax_restricted(tgz->a) != ARCHIVE_OK ||
         archive_write_set_format_option(tgz->a, "pax", "hdrcharset", "BINARY") != ARCHIVE_OK ||
         archive_write_add_filter_gzip(tgz->a) != ARCHIVE_OK ||
@@ -190,8 +194,8 @@ static int read_data(struct read_state *st, const char *name, size_t size, char 
         if (n == 0) {
             free(data);
             return mmr_err_set(MMR_ECORRUPT,
-                               "reading archive entry '%s': truncated after %zu of %zu bytes",
-                               name, got, size);
+                               "reading archive entry '%s': truncated after %zu of %zu bytes", name,
+                               got, size);
         }
         got += (size_t)n;
     }
@@ -222,11 +226,11 @@ static int read_entry(struct read_state *st, struct archive_entry *e, mmr_targz_
                            name, (unsigned long long)size, st->max_entry_bytes);
     if (size > st->max_total_bytes - st->total)
         return mmr_err_set(MMR_ETOOBIG,
-                           "archive entry '%s' takes the archive over its limit of %zu bytes",
-                           name, st->max_total_bytes);
+                           "archive entry '%s' takes the archive over its limit of %zu bytes", name,
+                           st->max_total_bytes);
     st->total += (size_t)size;
 
-    char *data;
+    char *data = NULL;
     int rc = read_data(st, name, (size_t)size, &data);
     if (rc < 0)
         return rc;
@@ -244,8 +248,8 @@ static int read_all(struct read_state *st, mmr_targz_entry_cb cb, void *ud)
         if (r == ARCHIVE_EOF)
             break;
         if (r != ARCHIVE_OK)
-            return mmr_err_set(MMR_ECORRUPT, "reading an archive after entry '%s': %s",
-                               st->last, archive_error_string(st->a));
+            return mmr_err_set(MMR_ECORRUPT, "reading an archive after entry '%s': %s", st->last,
+                               archive_error_string(st->a));
         /* Only the gzip filter is enabled, but "none" always is: refuse a
          * plain tar, as the caller asked for .tar.gz. */
         if (st->entries == 0 && archive_filter_code(st->a, 0) != ARCHIVE_FILTER_GZIP)

@@ -16,7 +16,7 @@
 
 /* Far more than any machine has; bounds the work on a strange tree. */
 #define MAX_SUPPLIES 64
-#define ATTR_MAX 64
+#define ATTR_MAX     64
 
 struct evidence {
     bool adapter_online;

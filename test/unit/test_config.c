@@ -1,1 +1,801 @@
-/* placeholder: being written */
+/* Unit tests for shared/config.c: the schema-driven INI loader against good
+ * files and many broken ones, the redacted dump, and the value parsers. */
+#include <criterion/criterion.h>
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shared/config.h"
+#include "shared/err.h"
+#include "shared/mem.h"
+
+struct tcfg {
+    char *name;
+    int64_t count;
+    bool flag;
+    char *token;
+    char *level;
+    uint64_t max_size;
+    int64_t rotate;
+    int64_t port;
+    uint64_t cache;
+    int64_t timeout;
+    char *mode;
+    int64_t offset;
+};
+
+static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const modes[] = {"auto", "manual", NULL};
+
+#define K(sec, nm, ty, fld, def, lo, hi, ch, secret)                                             \
+    {sec, nm, ty, offsetof(struct tcfg, fld), def, lo, hi, ch, secret, "help for " nm}
+
+static const struct mmr_cfg_key schema[] = {
+    K("agent", "name", MMR_CFG_STRING, name, "mamori", 0, 0, NULL, false),
+    K("agent", "count", MMR_CFG_INT, count, "5", 1, 100, NULL, false),
+    K("agent", "flag", MMR_CFG_BOOL, flag, "false", 0, 0, NULL, false),
+    K("agent", "token", MMR_CFG_STRING, token, NULL, 0, 0, NULL, true),
+    K("log", "level", MMR_CFG_ENUM, level, "info", 0, 0, levels, false),
+    K("log", "max_size", MMR_CFG_SIZE, max_size, "10M", 64 * 1024, 1024LL * 1024 * 1024, NULL,
+      false),
+    K("log", "rotate", MMR_CFG_DURATION, rotate, "1d", 1000, 30LL * 86400 * 1000, NULL, false),
+    K("net", "port", MMR_CFG_INT, port, "8443", 1, 65535, NULL, false),
+    K("net", "cache", MMR_CFG_SIZE, cache, NULL, 0, 0, NULL, false),
+    K("net", "timeout", MMR_CFG_DURATION, timeout, "30s", 0, 0, NULL, false),
+    K("net", "mode", MMR_CFG_ENUM, mode, NULL, 0, 0, modes, false),
+    K("net", "offset", MMR_CFG_INT, offset, "-3", 0, 0, NULL, false),
+};
+#define NKEYS (sizeof(schema) / sizeof(schema[0]))
+
+static struct tcfg cfg;
+static char dir[64];
+
+static void setup(void)
+{
+    memset(&cfg, 0, sizeof(cfg));
+    snprintf(dir, sizeof(dir), "/tmp/mmr-test-config-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+}
+
+static void teardown(void)
+{
+    mmr_config_free(schema, NKEYS, &cfg);
+    remove(dir);
+}
+
+TestSuite(config, .init = setup, .fini = teardown);
+
+/* Writes len bytes to dir/name; returns the allocated path. */
+static char *write_file(const char *name, const char *data, size_t len)
+{
+    char *path = mmr_asprintf("%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(data, 1, len, f), len);
+    cr_assert_eq(fclose(f), 0);
+    return path;
+}
+
+static char *write_text(const char *name, const char *text)
+{
+    return write_file(name, text, strlen(text));
+}
+
+static void load_ok(const char *text)
+{
+    int rc = mmr_config_load_string("t.conf", text, schema, NKEYS, &cfg);
+    cr_assert_eq(rc, 0, "load failed: %s", mmr_err_msg());
+}
+
+static void assert_nothing_held(void)
+{
+    cr_assert_null(cfg.name);
+    cr_assert_null(cfg.token);
+    cr_assert_null(cfg.level);
+    cr_assert_null(cfg.mode);
+}
+
+/* Loads text expecting code and exactly the message msg. */
+static void load_bad(const char *text, int code, const char *msg)
+{
+    mmr_err_clear();
+    int rc = mmr_config_load_string("t.conf", text, schema, NKEYS, &cfg);
+    cr_assert_eq(rc, code, "rc %d for:\n%s\nmessage: %s", rc, text, mmr_err_msg());
+    cr_assert_str_eq(mmr_err_msg(), msg);
+    assert_nothing_held();
+}
+
+static void load_file_bad(const char *data, size_t len, int code, const char *fragment)
+{
+    char *path = write_file("bad.conf", data, len);
+    mmr_err_clear();
+    int rc = mmr_config_load(path, false, schema, NKEYS, &cfg);
+    cr_assert_eq(rc, code, "rc %d: %s", rc, mmr_err_msg());
+    cr_assert(strstr(mmr_err_msg(), fragment), "message '%s' lacks '%s'", mmr_err_msg(),
+              fragment);
+    cr_assert(strstr(mmr_err_msg(), path), "message '%s' lacks the path", mmr_err_msg());
+    assert_nothing_held();
+    remove(path);
+    free(path);
+}
+
+static void assert_defaults(void)
+{
+    cr_assert_str_eq(cfg.name, "mamori");
+    cr_assert_eq(cfg.count, 5);
+    cr_assert_not(cfg.flag);
+    cr_assert_str_eq(cfg.token, "");
+    cr_assert_str_eq(cfg.level, "info");
+    cr_assert_eq(cfg.max_size, 10u * 1024 * 1024);
+    cr_assert_eq(cfg.rotate, 86400 * 1000);
+    cr_assert_eq(cfg.port, 8443);
+    cr_assert_eq(cfg.cache, 0);
+    cr_assert_eq(cfg.timeout, 30000);
+    cr_assert_str_eq(cfg.mode, "auto", "enum without a default takes its first choice");
+    cr_assert_eq(cfg.offset, -3);
+}
+
+/* ---- good input ---------------------------------------------------------------- */
+
+Test(config, defaults_without_text)
+{
+    cfg.name = (char *)"garbage the loader must not free";
+    cr_assert_eq(mmr_config_load_string("t.conf", NULL, schema, NKEYS, &cfg), 0);
+    assert_defaults();
+}
+
+Test(config, defaults_without_path)
+{
+    cr_assert_eq(mmr_config_load(NULL, false, schema, NKEYS, &cfg), 0, "%s", mmr_err_msg());
+    assert_defaults();
+}
+
+Test(config, empty_file_gives_defaults)
+{
+    char *path = write_file("empty.conf", "", 0);
+    cr_assert_eq(mmr_config_load(path, false, schema, NKEYS, &cfg), 0, "%s", mmr_err_msg());
+    assert_defaults();
+    remove(path);
+    free(path);
+}
+
+Test(config, comments_and_blank_lines_only)
+{
+    load_ok("; comment\n# another\n\n   \n\t; indented comment\n");
+    assert_defaults();
+}
+
+Test(config, missing_file)
+{
+    char *path = mmr_asprintf("%s/absent.conf", dir);
+    cr_assert_eq(mmr_config_load(path, true, schema, NKEYS, &cfg), 0, "%s", mmr_err_msg());
+    assert_defaults();
+    mmr_config_free(schema, NKEYS, &cfg);
+
+    cr_assert_eq(mmr_config_load(path, false, schema, NKEYS, &cfg), MMR_ENOENT);
+    cr_assert(strstr(mmr_err_msg(), path), "%s", mmr_err_msg());
+    assert_nothing_held();
+    free(path);
+}
+
+Test(config, directory_is_refused)
+{
+    cr_assert_lt(mmr_config_load(dir, true, schema, NKEYS, &cfg), 0);
+    assert_nothing_held();
+}
+
+Test(config, full_file)
+{
+    char *path = write_text("agent.conf",
+                            "; Mamori agent\n"
+                            "[agent]\n"
+                            "name = host-01 ; inline comment\n"
+                            "count=100\n"
+                            "flag = Yes\n"
+                            "token = s3cr3t\n"
+                            "\n"
+                            "# logging\n"
+                            "[log]\n"
+                            "level = debug\n"
+                            "max_size = 64K\n"
+                            "rotate = 30d\n"
+                            "[net]\n"
+                            "port: 1\n"
+                            "cache = 18446744073709551615\n"
+                            "timeout = 500ms\n"
+                            "mode = manual\n"
+                            "offset = -9223372036854775808\n");
+    cr_assert_eq(mmr_config_load(path, false, schema, NKEYS, &cfg), 0, "%s", mmr_err_msg());
+    cr_assert_str_eq(cfg.name, "host-01");
+    cr_assert_eq(cfg.count, 100);
+    cr_assert(cfg.flag);
+    cr_assert_str_eq(cfg.token, "s3cr3t");
+    cr_assert_str_eq(cfg.level, "debug");
+    cr_assert_eq(cfg.max_size, 64 * 1024);
+    cr_assert_eq(cfg.rotate, 30LL * 86400 * 1000);
+    cr_assert_eq(cfg.port, 1);
+    cr_assert_eq(cfg.cache, UINT64_MAX);
+    cr_assert_eq(cfg.timeout, 500);
+    cr_assert_str_eq(cfg.mode, "manual");
+    cr_assert_eq(cfg.offset, INT64_MIN);
+    remove(path);
+    free(path);
+}
+
+Test(config, crlf_line_endings)
+{
+    load_ok("[agent]\r\nname = crlf\r\ncount = 7\r\n[log]\r\nlevel = warn\r\n");
+    cr_assert_str_eq(cfg.name, "crlf");
+    cr_assert_eq(cfg.count, 7);
+    cr_assert_str_eq(cfg.level, "warn");
+}
+
+Test(config, utf8_bom)
+{
+    load_ok("\xEF\xBB\xBF[agent]\nname = bom\n");
+    cr_assert_str_eq(cfg.name, "bom");
+    mmr_config_free(schema, NKEYS, &cfg);
+    load_ok("\xEF\xBB\xBF\r\n[agent]\r\nname = bom2\r\n");
+    cr_assert_str_eq(cfg.name, "bom2");
+}
+
+Test(config, bom_only_on_the_first_line)
+{
+    load_bad("[agent]\n\xEF\xBB\xBFname = x\n", MMR_EINVAL,
+             "t.conf:2: [agent] unknown key '\xEF\xBB\xBFname' (valid keys: 'name', 'count', "
+             "'flag', 'token')");
+}
+
+Test(config, japanese_values)
+{
+    load_ok("[agent]\nname = 東京都庁-端末０１ ; 備考\ntoken = パスワード\n");
+    cr_assert_str_eq(cfg.name, "東京都庁-端末０１");
+    cr_assert_str_eq(cfg.token, "パスワード");
+}
+
+Test(config, whitespace_and_indentation)
+{
+    load_ok("  [agent]  \n\tname\t=\t spaced value \t\n   count =  9\n");
+    cr_assert_str_eq(cfg.name, "spaced value");
+    cr_assert_eq(cfg.count, 9);
+}
+
+Test(config, empty_string_value)
+{
+    load_ok("[agent]\nname =\n");
+    cr_assert_str_eq(cfg.name, "");
+}
+
+Test(config, last_line_without_newline)
+{
+    load_ok("[agent]\ncount = 42");
+    cr_assert_eq(cfg.count, 42);
+}
+
+Test(config, same_section_twice)
+{
+    load_ok("[agent]\nname = a\n[log]\nlevel = warn\n[agent]\ncount = 3\n");
+    cr_assert_str_eq(cfg.name, "a");
+    cr_assert_eq(cfg.count, 3);
+}
+
+Test(config, free_zeroes_and_is_repeatable)
+{
+    load_ok("[agent]\nname = x\n");
+    mmr_config_free(schema, NKEYS, &cfg);
+    assert_nothing_held();
+    mmr_config_free(schema, NKEYS, &cfg);
+    assert_nothing_held();
+}
+
+/* ---- refused input --------------------------------------------------------------- */
+
+Test(config, unknown_section)
+{
+    load_bad("[agent]\nname = x\n[lgo]\nlevel = info\n", MMR_EINVAL,
+             "t.conf:3: unknown section [lgo] (did you mean [log]?)");
+    load_bad("[zzzzzz]\nkey = 1\n", MMR_EINVAL,
+             "t.conf:1: unknown section [zzzzzz] (valid sections: [agent], [log], [net])");
+    load_bad("[ agent ]\nname = x\n", MMR_EINVAL,
+             "t.conf:1: unknown section [ agent ] (did you mean [agent]?)");
+    /* Refused even without keys: a typo'd header would hide the keys after it. */
+    load_bad("[agent]\n[lgo]\n", MMR_EINVAL,
+             "t.conf:2: unknown section [lgo] (did you mean [log]?)");
+    load_bad("[]\n", MMR_EINVAL,
+             "t.conf:1: unknown section [] (valid sections: [agent], [log], [net])");
+    load_bad("[agent]\n[lo]g]\n", MMR_EINVAL,
+             "t.conf:2: unknown section [lo] (did you mean [log]?)");
+    load_ok("[agent] ; trailing comment\nname = ok\n");
+}
+
+Test(config, unknown_key)
+{
+    load_bad("[log]\nmax_szie = 10M\n", MMR_EINVAL,
+             "t.conf:2: [log] unknown key 'max_szie' (did you mean 'max_size'?)");
+    load_bad("[log]\nmax size = 10M\n", MMR_EINVAL,
+             "t.conf:2: [log] unknown key 'max size' (did you mean 'max_size'?)");
+    load_bad("[log]\nverbosity = 3\n", MMR_EINVAL,
+             "t.conf:2: [log] unknown key 'verbosity' (valid keys: 'level', 'max_size', "
+             "'rotate')");
+    load_bad("[agent]\nNAME = x\n", MMR_EINVAL,
+             "t.conf:2: [agent] unknown key 'NAME' (valid keys: 'name', 'count', 'flag', "
+             "'token')");
+    load_bad("[agent]\n= x\n", MMR_EINVAL,
+             "t.conf:2: [agent] unknown key '' (valid keys: 'name', 'count', 'flag', 'token')");
+}
+
+Test(config, key_outside_section)
+{
+    load_bad("name = x\n[agent]\n", MMR_EINVAL, "t.conf:1: key 'name' is outside any [section]");
+    load_bad("; header\n\ncount = 1\n", MMR_EINVAL,
+             "t.conf:3: key 'count' is outside any [section]");
+}
+
+Test(config, duplicate_key)
+{
+    load_bad("[agent]\nname = a\ncount = 2\nname = b\n", MMR_EINVAL,
+             "t.conf:4: [agent] name: set twice (first on line 2)");
+    load_bad("[agent]\ncount = 2\n[log]\n[agent]\ncount = 2\n", MMR_EINVAL,
+             "t.conf:5: [agent] count: set twice (first on line 2)");
+}
+
+Test(config, continuation_lines_are_not_values)
+{
+    load_bad("[agent]\nname = first\n  second part\n", MMR_EINVAL,
+             "t.conf:3: expected 'key = value', a [section] or a comment, got 'second part' "
+             "(indented lines do not continue a value)");
+    /* inih alone would read this indented key as part of name's value. */
+    load_ok("[agent]\nname = first\n  count = 4\n");
+    cr_assert_str_eq(cfg.name, "first");
+    cr_assert_eq(cfg.count, 4);
+}
+
+Test(config, bad_values)
+{
+    load_bad("[log]\nmax_size = 10X\n", MMR_EINVAL,
+             "t.conf:2: [log] max_size: '10X' is not a size (use e.g. 512K, 10M, 1G)");
+    load_bad("[agent]\ncount = 12abc\n", MMR_EINVAL, "t.conf:2: [agent] count: '12abc' is not "
+                                                     "an integer");
+    load_bad("[agent]\ncount =\n", MMR_EINVAL, "t.conf:2: [agent] count: '' is not an integer");
+    load_bad("[agent]\nflag = maybe\n", MMR_EINVAL,
+             "t.conf:2: [agent] flag: 'maybe' is not a boolean (use true or false)");
+    load_bad("[log]\nlevel = loud\n", MMR_EINVAL,
+             "t.conf:2: [log] level: 'loud' is not one of: debug, info, warn, error");
+    load_bad("[log]\nlevel = INFO\n", MMR_EINVAL,
+             "t.conf:2: [log] level: 'INFO' is not one of: debug, info, warn, error");
+    load_bad("[log]\nrotate = 1 day\n", MMR_EINVAL,
+             "t.conf:2: [log] rotate: '1 day' is not a duration (use e.g. 500ms, 30s, 5m, 2h, "
+             "7d)");
+    load_bad("[net]\noffset = 9223372036854775808\n", MMR_EINVAL,
+             "t.conf:2: [net] offset: '9223372036854775808' is too large for an integer");
+    load_bad("[net]\ncache = 16777216T\n", MMR_EINVAL,
+             "t.conf:2: [net] cache: '16777216T' is too large for a size");
+    load_bad("[agent]\ncount = 3 # not a comment mid-line\n", MMR_EINVAL,
+             "t.conf:2: [agent] count: '3 # not a comment mid-line' is not an integer");
+}
+
+Test(config, out_of_range)
+{
+    load_bad("[agent]\ncount = 150\n", MMR_EINVAL,
+             "t.conf:2: [agent] count: '150' is out of range (1 to 100)");
+    load_bad("[agent]\ncount = 0\n", MMR_EINVAL,
+             "t.conf:2: [agent] count: '0' is out of range (1 to 100)");
+    load_bad("[log]\nmax_size = 2G\n", MMR_EINVAL,
+             "t.conf:2: [log] max_size: '2G' is out of range (64K to 1G)");
+    load_bad("[log]\nmax_size = 65535\n", MMR_EINVAL,
+             "t.conf:2: [log] max_size: '65535' is out of range (64K to 1G)");
+    load_bad("[log]\nrotate = 999ms\n", MMR_EINVAL,
+             "t.conf:2: [log] rotate: '999ms' is out of range (1s to 30d)");
+    load_bad("[net]\nport = 65536\n", MMR_EINVAL,
+             "t.conf:2: [net] port: '65536' is out of range (1 to 65535)");
+    load_ok("[agent]\ncount = 1\n[log]\nmax_size = 1G\nrotate = 1s\n");
+}
+
+Test(config, syntax_errors)
+{
+    load_bad("[agent\nname = x\n", MMR_EINVAL, "t.conf:1: section name is not closed with ']'");
+    load_bad("[agent]\n[log ; comment]\n", MMR_EINVAL,
+             "t.conf:2: section name is not closed with ']'");
+    load_bad("[agent]\ngarbage\n", MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got 'garbage'");
+    load_bad("[agent]\nname ; = x\n", MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got 'name ; = x'");
+    load_bad("[agent]\nthis line is quite long and has no equals sign at all in it\n",
+             MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got 'this line is "
+             "quite long and has no equal...'");
+    load_bad("[agent]\n日本語日本語日本語日本語日本語\n", MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got "
+             "'日本語日本語日本語日本語日...'");
+}
+
+Test(config, first_error_wins)
+{
+    /* A syntax error before a bad value, and a bad value before a syntax error. */
+    load_bad("[agent]\ngarbage\ncount = 0\n", MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got 'garbage'");
+    load_bad("[agent]\ncount = 0\ngarbage\n", MMR_EINVAL,
+             "t.conf:2: [agent] count: '0' is out of range (1 to 100)");
+    load_bad("[agent]\ncount = 0\n\xff\n", MMR_EINVAL,
+             "t.conf:2: [agent] count: '0' is out of range (1 to 100)");
+    load_bad("[agent\n\xff\n", MMR_EINVAL, "t.conf:1: section name is not closed with ']'");
+}
+
+Test(config, garbage_bytes)
+{
+    load_bad("[agent]\nname = caf\xe9\n", MMR_EINVAL, "t.conf:2: invalid UTF-8 (byte 0xe9)");
+    load_bad("\xff\xfe[", MMR_EINVAL, "t.conf:1: invalid UTF-8 (byte 0xff)");
+    load_bad("[agent]\nname = \xc0\xaf\n", MMR_EINVAL, "t.conf:2: invalid UTF-8 (byte 0xc0)");
+    load_bad("[agent]\nname = \xed\xa0\x80\n", MMR_EINVAL, "t.conf:2: invalid UTF-8 (byte 0xed)");
+    load_bad("[agent]\nname = \xf4\x90\x80\x80\n", MMR_EINVAL,
+             "t.conf:2: invalid UTF-8 (byte 0xf4)");
+    load_bad("[agent]\nname = \xe6\x97\n", MMR_EINVAL, "t.conf:2: invalid UTF-8 (byte 0xe6)");
+    load_bad("[agent]\nname = a\x1b[31mred\n", MMR_EINVAL, "t.conf:2: control character 0x1b");
+    load_bad("[agent]\nname = a\rb\n", MMR_EINVAL, "t.conf:2: control character 0x0d");
+    load_bad("[agent]\n; comment with \x7f\n", MMR_EINVAL, "t.conf:2: control character 0x7f");
+    load_bad("\x01\x02\x03", MMR_EINVAL, "t.conf:1: control character 0x01");
+}
+
+Test(config, nul_bytes)
+{
+#define BYTES(s) s, sizeof(s) - 1
+    load_file_bad(BYTES("[agent]\nname = a\0b\n"), MMR_EINVAL, ":2: NUL byte");
+    load_file_bad(BYTES("\0"), MMR_EINVAL, ":1: NUL byte");
+    load_file_bad(BYTES("[agent]\nname = x\n; trailing\0"), MMR_EINVAL, ":3: NUL byte");
+#undef BYTES
+}
+
+Test(config, very_long_lines)
+{
+    char line[400];
+    memset(line, 'x', sizeof(line));
+    char *text = mmr_asprintf("[agent]\nname = %.*s\n", 150, line);
+    load_ok(text);
+    cr_assert_eq(strlen(cfg.name), 150);
+    mmr_config_free(schema, NKEYS, &cfg);
+    free(text);
+
+    /* Without our reader inih would split this line and read the tail
+     * "count = 7" as a key. */
+    text = mmr_asprintf("[agent]\nname = %.*s count = 7\n", 300, line);
+    mmr_err_clear();
+    cr_assert_eq(mmr_config_load_string("t.conf", text, schema, NKEYS, &cfg), MMR_ETOOBIG);
+    cr_assert(strstr(mmr_err_msg(), "t.conf:2: line is longer than "), "%s", mmr_err_msg());
+    assert_nothing_held();
+    free(text);
+
+    text = mmr_asprintf("[agent]\n; %.*s\n", 390, line);
+    cr_assert_eq(mmr_config_load_string("t.conf", text, schema, NKEYS, &cfg), MMR_ETOOBIG);
+    free(text);
+}
+
+Test(config, long_japanese_line)
+{
+    /* 64 three-byte characters: 192 bytes of value in a 199-byte line. */
+    struct mmr_buf b = {0};
+    mmr_buf_appendf(&b, "[agent]\nname = ");
+    for (int i = 0; i < 64; i++)
+        mmr_buf_appendf(&b, "日");
+    load_ok(b.data);
+    cr_assert_eq(strlen(cfg.name), 192);
+    mmr_config_free(schema, NKEYS, &cfg);
+    for (int i = 0; i < 40; i++)
+        mmr_buf_appendf(&b, "本");
+    cr_assert_eq(mmr_config_load_string("t.conf", b.data, schema, NKEYS, &cfg), MMR_ETOOBIG);
+    mmr_buf_free(&b);
+}
+
+Test(config, file_over_one_mebibyte)
+{
+    size_t len = 1024 * 1024 + 1;
+    char *data = mmr_malloc(len);
+    memset(data, '\n', len);
+    load_file_bad(data, len, MMR_ETOOBIG, "over the limit");
+    free(data);
+
+    /* Exactly 1 MiB is accepted. */
+    data = mmr_malloc(len - 1);
+    memset(data, '\n', len - 1);
+    memcpy(data, "[agent]\ncount = 6\n", 18);
+    char *path = write_file("big.conf", data, len - 1);
+    cr_assert_eq(mmr_config_load(path, false, schema, NKEYS, &cfg), 0, "%s", mmr_err_msg());
+    cr_assert_eq(cfg.count, 6);
+    remove(path);
+    free(path);
+    free(data);
+}
+
+Test(config, message_names_the_file)
+{
+    char *path = write_text("named.conf", "[agent]\ncount = x\n");
+    cr_assert_eq(mmr_config_load(path, false, schema, NKEYS, &cfg), MMR_EINVAL);
+    char *want = mmr_asprintf("%s:2: [agent] count: 'x' is not an integer", path);
+    cr_assert_str_eq(mmr_err_msg(), want);
+    free(want);
+    remove(path);
+    free(path);
+
+    cr_assert_eq(mmr_config_load_string(NULL, "[agent]\n", schema, NKEYS, &cfg), 0);
+    mmr_config_free(schema, NKEYS, &cfg);
+    cr_assert_eq(mmr_config_load_string(NULL, "[agent]\nbad\n", schema, NKEYS, &cfg),
+                 MMR_EINVAL);
+    cr_assert(strncmp(mmr_err_msg(), "config:2: ", 10) == 0, "%s", mmr_err_msg());
+}
+
+/* ---- schema mistakes --------------------------------------------------------------- */
+
+struct small {
+    int64_t n;
+    char *s;
+    char *e;
+};
+
+Test(config_schema, bad_default_names_the_key)
+{
+    struct mmr_cfg_key bad[] = {
+        {"x", "s", MMR_CFG_STRING, offsetof(struct small, s), "ok", 0, 0, NULL, false, ""},
+        {"x", "n", MMR_CFG_INT, offsetof(struct small, n), "ten", 0, 0, NULL, false, ""},
+    };
+    struct small c = {0};
+    cr_assert_eq(mmr_config_load_string("t", "", bad, 2, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(), "config schema: default of [x] n: 'ten' is not an integer");
+    cr_assert_null(c.s, "default string freed on error");
+
+    bad[1].def = "500";
+    bad[1].min = 1;
+    bad[1].max = 100;
+    cr_assert_eq(mmr_config_load_string("t", "", bad, 2, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(),
+                     "config schema: default of [x] n: '500' is out of range (1 to 100)");
+}
+
+Test(config_schema, mistakes_are_refused)
+{
+    static const char *const none[] = {NULL};
+    struct small c = {0};
+    struct mmr_cfg_key k[2] = {
+        {"x", "n", MMR_CFG_INT, offsetof(struct small, n), NULL, 0, 0, NULL, false, ""},
+        {"x", "n", MMR_CFG_STRING, offsetof(struct small, s), NULL, 0, 0, NULL, false, ""},
+    };
+    cr_assert_eq(mmr_config_load_string("t", "", k, 2, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(), "config schema: [x] n is listed twice");
+
+    k[1].name = "e";
+    k[1].type = MMR_CFG_ENUM;
+    k[1].offset = offsetof(struct small, e);
+    cr_assert_eq(mmr_config_load_string("t", "", k, 2, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(), "config schema: [x] e: enum without choices");
+    k[1].choices = none;
+    cr_assert_eq(mmr_config_load_string("t", "", k, 2, &c), MMR_EINVAL);
+
+    k[1].type = MMR_CFG_STRING;
+    k[0].min = 5;
+    k[0].max = 1;
+    cr_assert_eq(mmr_config_load_string("t", "", k, 2, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(), "config schema: [x] n: bad limits");
+
+    k[0].min = k[0].max = 0;
+    k[0].section = NULL;
+    cr_assert_eq(mmr_config_load_string("t", "", k, 2, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(), "config schema: key 0 has no section or name");
+    k[0].section = "x";
+    k[0].type = (enum mmr_cfg_type)42;
+    cr_assert_eq(mmr_config_load_string("t", "", k, 2, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(), "config schema: [x] n: unknown type 42");
+
+    k[0].type = MMR_CFG_INT;
+    cr_assert_eq(mmr_config_load_string("t", "[x]\nn = 4\ne = hi\n", k, 2, &c), 0);
+    cr_assert_eq(c.n, 4);
+    cr_assert_null(c.s, "a field outside the schema is not touched");
+    cr_assert_str_eq(c.e, "hi");
+    mmr_config_free(k, 2, &c);
+    cr_assert_null(c.e);
+}
+
+Test(config_schema, empty_schema)
+{
+    struct small c = {0};
+    cr_assert_eq(mmr_config_load_string("t", "", NULL, 0, &c), 0);
+    cr_assert_eq(mmr_config_load_string("t", "[a]\nb = c\n", NULL, 0, &c), MMR_EINVAL);
+    cr_assert_str_eq(mmr_err_msg(), "t:1: unknown section [a] (no sections are valid)");
+    char *dump = mmr_config_dump(NULL, 0, &c);
+    cr_assert_str_eq(dump, "");
+    free(dump);
+}
+
+/* ---- dump ----------------------------------------------------------------------------- */
+
+Test(config, dump_defaults)
+{
+    load_ok("");
+    char *dump = mmr_config_dump(schema, NKEYS, &cfg);
+    cr_assert_str_eq(dump, "[agent]\n"
+                           "name = mamori\n"
+                           "count = 5\n"
+                           "flag = false\n"
+                           "token =\n"
+                           "\n"
+                           "[log]\n"
+                           "level = info\n"
+                           "max_size = 10M\n"
+                           "rotate = 1d\n"
+                           "\n"
+                           "[net]\n"
+                           "port = 8443\n"
+                           "cache = 0\n"
+                           "timeout = 30s\n"
+                           "mode = auto\n"
+                           "offset = -3\n");
+    free(dump);
+}
+
+Test(config, dump_redacts_and_canonicalises)
+{
+    load_ok("[agent]\ntoken = hunter2\nflag = on\n[log]\nmax_size = 1536K\nrotate = 90m\n"
+            "[net]\ncache = 1000\ntimeout = 1500ms\n");
+    char *dump = mmr_config_dump(schema, NKEYS, &cfg);
+    cr_assert(strstr(dump, "token = <redacted>\n"), "%s", dump);
+    cr_assert_null(strstr(dump, "hunter2"));
+    cr_assert(strstr(dump, "flag = true\n"), "%s", dump);
+    cr_assert(strstr(dump, "max_size = 1536K\n"), "%s", dump);
+    cr_assert(strstr(dump, "rotate = 90m\n"), "%s", dump);
+    cr_assert(strstr(dump, "cache = 1000\n"), "%s", dump);
+    cr_assert(strstr(dump, "timeout = 1500ms\n"), "%s", dump);
+    free(dump);
+}
+
+Test(config, dump_reloads_to_the_same_values)
+{
+    load_ok("[agent]\nname = 端末 A\ncount = 77\nflag = 1\n[log]\nlevel = error\n"
+            "max_size = 3145728\nrotate = 7200s\n[net]\ncache = 5T\ntimeout = 0\nmode = manual\n");
+    char *dump = mmr_config_dump(schema, NKEYS, &cfg);
+    struct tcfg again = {0};
+    cr_assert_eq(mmr_config_load_string("dump", dump, schema, NKEYS, &again), 0, "%s\n%s",
+                 mmr_err_msg(), dump);
+    cr_assert_str_eq(again.name, cfg.name);
+    cr_assert_eq(again.count, cfg.count);
+    cr_assert_eq(again.flag, cfg.flag);
+    cr_assert_str_eq(again.level, cfg.level);
+    cr_assert_eq(again.max_size, 3145728);
+    cr_assert_eq(again.rotate, 7200 * 1000);
+    cr_assert_eq(again.cache, 5ULL << 40);
+    cr_assert_eq(again.timeout, 0);
+    cr_assert_str_eq(again.mode, "manual");
+    mmr_config_free(schema, NKEYS, &again);
+    free(dump);
+}
+
+Test(config, dump_neutralises_control_characters)
+{
+    load_ok("");
+    free(cfg.name);
+    cfg.name = mmr_strdup("a\nb\x1b");
+    char *dump = mmr_config_dump(schema, NKEYS, &cfg);
+    cr_assert(strstr(dump, "name = a?b?\n"), "%s", dump);
+    free(dump);
+}
+
+/* ---- value parsers ---------------------------------------------------------------------- */
+
+Test(parse, size)
+{
+    static const struct {
+        const char *s;
+        uint64_t v;
+    } ok[] = {
+        {"0", 0},
+        {"512", 512},
+        {"512B", 512},
+        {"64K", 65536},
+        {"64k", 65536},
+        {"64KB", 65536},
+        {"10M", 10485760},
+        {"2G", 2147483648ULL},
+        {"3T", 3ULL << 40},
+        {"18446744073709551615", UINT64_MAX},
+        {"16777215T", 16777215ULL << 40},
+        {"007", 7},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        uint64_t v = 1;
+        cr_assert_eq(mmr_parse_size(ok[i].s, &v), 0, "%s: %s", ok[i].s, mmr_err_msg());
+        cr_assert_eq(v, ok[i].v, "%s", ok[i].s);
+    }
+    const char *bad[] = {"", "K", "-1", " 1", "1 ", "1.5M", "10X", "10MM", "10 M", "0x10",
+                         "1KiB", "1P", "+1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint64_t v = 1;
+        cr_assert_eq(mmr_parse_size(bad[i], &v), MMR_EINVAL, "accepted '%s'", bad[i]);
+        cr_assert(strstr(mmr_err_msg(), "is not a size"), "%s", mmr_err_msg());
+        cr_assert_eq(v, 1);
+    }
+    const char *huge[] = {"18446744073709551616", "16777216T", "17179869184G",
+                          "99999999999999999999999999"};
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        uint64_t v = 1;
+        cr_assert_eq(mmr_parse_size(huge[i], &v), MMR_EINVAL, "accepted '%s'", huge[i]);
+        cr_assert(strstr(mmr_err_msg(), "too large"), "%s", mmr_err_msg());
+        cr_assert_eq(v, 1);
+    }
+}
+
+Test(parse, duration)
+{
+    static const struct {
+        const char *s;
+        int64_t v;
+    } ok[] = {
+        {"0", 0},
+        {"0ms", 0},
+        {"500ms", 500},
+        {"30s", 30000},
+        {"5m", 300000},
+        {"2h", 7200000},
+        {"7d", 604800000},
+        {"9223372036854775807ms", INT64_MAX},
+        {"106751991167d", 106751991167LL * 86400000},
+    };
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        int64_t v = 1;
+        cr_assert_eq(mmr_parse_duration_ms(ok[i].s, &v), 0, "%s: %s", ok[i].s, mmr_err_msg());
+        cr_assert_eq(v, ok[i].v, "%s", ok[i].s);
+    }
+    const char *bad[] = {"", "5", "s", "-5s", "5S", "5M", "1h30m", "1.5s", "5 s", "5sec", "ms",
+                         "05x"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t v = 1;
+        cr_assert_eq(mmr_parse_duration_ms(bad[i], &v), MMR_EINVAL, "accepted '%s'", bad[i]);
+        cr_assert(strstr(mmr_err_msg(), "is not a duration"), "%s", mmr_err_msg());
+        cr_assert_eq(v, 1);
+    }
+    const char *huge[] = {"9223372036854775808ms", "106751991168d", "9223372036854775807s",
+                          "99999999999999999999999d"};
+    for (size_t i = 0; i < sizeof(huge) / sizeof(huge[0]); i++) {
+        int64_t v = 1;
+        cr_assert_eq(mmr_parse_duration_ms(huge[i], &v), MMR_EINVAL, "accepted '%s'", huge[i]);
+        cr_assert(strstr(mmr_err_msg(), "too long"), "%s", mmr_err_msg());
+        cr_assert_eq(v, 1);
+    }
+}
+
+Test(parse, boolean)
+{
+    const char *yes[] = {"true", "TRUE", "True", "yes", "Yes", "on", "ON", "1"};
+    const char *no[] = {"false", "FALSE", "no", "No", "off", "Off", "0"};
+    const char *bad[] = {"", "2", "tru", "truex", "y", "n", "enabled", " true", "00", "-1"};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        bool b = false;
+        cr_assert_eq(mmr_parse_bool(yes[i], &b), 0, "%s", yes[i]);
+        cr_assert(b, "%s", yes[i]);
+    }
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++) {
+        bool b = true;
+        cr_assert_eq(mmr_parse_bool(no[i], &b), 0, "%s", no[i]);
+        cr_assert_not(b, "%s", no[i]);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        bool b = true;
+        cr_assert_eq(mmr_parse_bool(bad[i], &b), MMR_EINVAL, "accepted '%s'", bad[i]);
+        cr_assert(b);
+        cr_assert(strstr(mmr_err_msg(), "is not a boolean"), "%s", mmr_err_msg());
+    }
+}
+
+Test(config, integers_at_the_limits)
+{
+    load_ok("[net]\noffset = 9223372036854775807\n");
+    cr_assert_eq(cfg.offset, INT64_MAX);
+    mmr_config_free(schema, NKEYS, &cfg);
+    load_ok("[net]\noffset = -0\n");
+    cr_assert_eq(cfg.offset, 0);
+    mmr_config_free(schema, NKEYS, &cfg);
+    load_bad("[net]\noffset = -9223372036854775809\n", MMR_EINVAL,
+             "t.conf:2: [net] offset: '-9223372036854775809' is too large for an integer");
+    load_bad("[net]\noffset = +5\n", MMR_EINVAL, "t.conf:2: [net] offset: '+5' is not an integer");
+    load_bad("[net]\noffset = -\n", MMR_EINVAL, "t.conf:2: [net] offset: '-' is not an integer");
+    load_bad("[net]\noffset = 0x10\n", MMR_EINVAL,
+             "t.conf:2: [net] offset: '0x10' is not an integer");
+}

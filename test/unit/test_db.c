@@ -63,8 +63,7 @@ static long long query_int(struct mmr_db *db, const char *sql)
 {
     sqlite3_stmt *st;
     cr_assert_eq(mmr_db_stmt(db, sql, &st), 0, "%s", mmr_err_msg());
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s: %s", sql,
-                 sqlite3_errmsg(mmr_db_handle(db)));
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "%s: %s", sql, sqlite3_errmsg(mmr_db_handle(db)));
     long long v = sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     return v;
@@ -223,6 +222,34 @@ Test(db, missing_directory)
     cr_expect_null(db);
 }
 
+/* A -wal planted as a symlink (to a directory here) is not followed. */
+Test(db, sidecar_symlink_refused)
+{
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", path);
+    cr_assert_eq(symlink(dir, wal), 0);
+    struct mmr_db *db = NULL;
+    int rc = mmr_db_open(path, NULL, migs, NMIGS, &db);
+    cr_expect_lt(rc, 0);
+    cr_expect(strstr(mmr_err_msg(), "owner-only") != NULL, "%s", mmr_err_msg());
+    cr_expect(strstr(mmr_err_msg(), "-wal") != NULL, "%s", mmr_err_msg());
+    cr_expect_null(db);
+}
+
+Test(db, no_wal_refused)
+{
+    cr_assert_eq(mmr_db_fault_install(), 0);
+    mmr_db_fault_without_shm(true);
+    struct mmr_db_opts opts = {.vfs = MMR_DB_FAULT_VFS};
+    struct mmr_db *db = NULL;
+    cr_expect_eq(mmr_db_open(path, &opts, migs, NMIGS, &db), MMR_EUNSUP);
+    cr_expect(strstr(mmr_err_msg(), "instead of 'wal'") != NULL, "%s", mmr_err_msg());
+    cr_expect_null(db);
+    mmr_db_fault_without_shm(false);
+    db = open_ok(&opts, NMIGS);
+    mmr_db_close(db);
+}
+
 Test(db, read_only)
 {
     struct mmr_db_opts ro = {.read_only = true};
@@ -319,12 +346,69 @@ Test(db, failed_migration_rolled_back)
             "CREATE TABLE events (x);"}, /* already exists */
     };
     cr_expect_eq(mmr_db_open(path, NULL, broken, 2, &db), MMR_EDB);
-    cr_expect(strstr(mmr_err_msg(), "migrating to schema version 2") != NULL, "%s",
-              mmr_err_msg());
+    cr_expect(strstr(mmr_err_msg(), "migrating to schema version 2") != NULL, "%s", mmr_err_msg());
     cr_expect(strstr(mmr_err_msg(), "already exists") != NULL, "%s", mmr_err_msg());
     db = open_ok(NULL, 1);
     cr_expect_eq(mmr_db_schema_version(db), 1);
     cr_expect_not(has_table(db, "half"));
+    mmr_db_close(db);
+}
+
+Test(db, migration_waits_for_writer_then_busy)
+{
+    struct mmr_db *a = open_ok(NULL, 1);
+    cr_assert_eq(mmr_db_begin(a), 0);
+    struct mmr_db_opts quick = {.busy_timeout_ms = 50};
+    struct mmr_db *b = NULL;
+    cr_expect_eq(mmr_db_open(path, &quick, migs, NMIGS, &b), MMR_EBUSY);
+    cr_expect(strstr(mmr_err_msg(), "migrating to schema version 2") != NULL, "%s", mmr_err_msg());
+    cr_expect_null(b);
+    mmr_db_rollback(a);
+    b = open_ok(&quick, NMIGS);
+    cr_expect_eq(mmr_db_schema_version(a), 3, "a sees the migrated schema");
+    mmr_db_close(b);
+    mmr_db_close(a);
+}
+
+/* SQLite's recipe for changing a table: build the new one, copy, drop, rename.
+ * With foreign keys on, the DROP would cascade or fail. */
+Test(db, migration_rebuilds_table_with_foreign_keys)
+{
+    struct mmr_db *db = open_ok(NULL, NMIGS);
+    cr_assert_eq(mmr_db_exec(db, "INSERT INTO parent(id) VALUES (7);"
+                                 "INSERT INTO child(id, p) VALUES (1, 7)"),
+                 0, "%s", mmr_err_msg());
+    mmr_db_close(db);
+    struct mmr_db_migration more[NMIGS + 1];
+    memcpy(more, migs, sizeof(migs));
+    more[NMIGS] = (struct mmr_db_migration){
+        4, "CREATE TABLE parent_new (id INTEGER PRIMARY KEY, name TEXT NOT NULL DEFAULT '');"
+           "INSERT INTO parent_new(id) SELECT id FROM parent;"
+           "DROP TABLE parent;"
+           "ALTER TABLE parent_new RENAME TO parent;"};
+    cr_assert_eq(mmr_db_open(path, NULL, more, NMIGS + 1, &db), 0, "%s", mmr_err_msg());
+    cr_expect_eq(mmr_db_schema_version(db), 4);
+    cr_expect_eq(query_int(db, "SELECT count(*) FROM child"), 1);
+    cr_expect_eq(query_int(db, "PRAGMA foreign_keys"), 1, "back on after migrating");
+    mmr_db_close(db);
+}
+
+Test(db, migration_breaking_foreign_keys_refused)
+{
+    struct mmr_db *db = open_ok(NULL, NMIGS);
+    cr_assert_eq(mmr_db_exec(db, "INSERT INTO parent(id) VALUES (7);"
+                                 "INSERT INTO child(id, p) VALUES (1, 7)"),
+                 0, "%s", mmr_err_msg());
+    mmr_db_close(db);
+    struct mmr_db_migration more[NMIGS + 1];
+    memcpy(more, migs, sizeof(migs));
+    more[NMIGS] = (struct mmr_db_migration){4, "DELETE FROM parent"};
+    cr_expect_eq(mmr_db_open(path, NULL, more, NMIGS + 1, &db), MMR_EINVAL);
+    cr_expect(strstr(mmr_err_msg(), "broken foreign keys") != NULL, "%s", mmr_err_msg());
+    cr_expect(strstr(mmr_err_msg(), "'child'") != NULL, "%s", mmr_err_msg());
+    db = open_ok(NULL, NMIGS);
+    cr_expect_eq(mmr_db_schema_version(db), 3);
+    cr_expect_eq(query_int(db, "SELECT count(*) FROM parent"), 1);
     mmr_db_close(db);
 }
 
@@ -400,8 +484,7 @@ Test(db, exec_errors)
     const char *long_sql = "UPDATE events SET body = 'a very long statement that goes on' "
                            "WHERE nonexistent_column = 1";
     cr_expect_eq(mmr_db_exec(db, long_sql), MMR_EDB);
-    cr_expect(strstr(mmr_err_msg(), "executing \"UPDATE events SET") != NULL, "%s",
-              mmr_err_msg());
+    cr_expect(strstr(mmr_err_msg(), "executing \"UPDATE events SET") != NULL, "%s", mmr_err_msg());
     cr_expect(strstr(mmr_err_msg(), "...\"") != NULL, "%s", mmr_err_msg());
     cr_expect(strstr(mmr_err_msg(), "no such column") != NULL, "%s", mmr_err_msg());
     mmr_db_close(db);
@@ -531,6 +614,7 @@ Test(db, truncated_to_a_few_bytes)
     struct mmr_db *db = NULL;
     int rc = mmr_db_open(path, NULL, migs, NMIGS, &db);
     cr_expect(rc == MMR_ECORRUPT || rc == 0, "rc %d: %s", rc, mmr_err_msg());
+    cr_log_info("open of a 50-byte database: %d %s", rc, mmr_err_msg());
     if (rc == 0) {
         char buf[256];
         int crc = mmr_db_check(db, false, buf, sizeof(buf));
@@ -679,6 +763,7 @@ Test(db, fault_sync_on_commit)
     /* A failed fsync after the WAL write: SQLite may or may not keep the row,
      * but the count is one of the two and the database stays sound. */
     cr_expect(n == 6 || n == 7, "count %lld", n);
+    cr_log_info("rows after a failed fsync and a good insert: %lld", n);
     mmr_db_close(db);
     expect_sound(path);
 }
@@ -721,6 +806,7 @@ static void sweep_open(enum mmr_db_fault_op op, int sqlite_err, int want, bool s
         mmr_db_fault_disarm();
         if (rc == 0 && failed == 0) {
             cr_expect_gt(failures, 0, "no fault was ever hit");
+            cr_log_info("%d of %d fault points failed the open", failures, nth - 1);
             return;
         }
         if (rc < 0) {
