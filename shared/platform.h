@@ -126,6 +126,12 @@ struct mmr_sysinfo {
 
 int mmr_sysinfo_get(struct mmr_sysinfo *out);
 
+/* A stable identifier of this computer's hardware: the SMBIOS product UUID
+ * when the firmware has a real one, else the OS installation's machine id.
+ * Lower-case, at most 64 characters. Re-enrolling the same hardware keeps the
+ * same identifier, so the server replaces the old record. */
+int mmr_hardware_id(char *buf, size_t len);
+
 int64_t mmr_process_id(void);
 
 /* Cryptographically secure random bytes from the OS. */

@@ -209,6 +209,11 @@ Test(platform, system_facts)
     cr_assert_eq(mmr_random_bytes(b, sizeof(b)), 0);
     cr_expect_neq(memcmp(a, b, sizeof(a)), 0);
     cr_expect_eq(mmr_process_id(), (int64_t)getpid());
+    char hw[65], hw2[65];
+    cr_assert_eq(mmr_hardware_id(hw, sizeof(hw)), 0, "%s", mmr_err_msg());
+    cr_assert_eq(mmr_hardware_id(hw2, sizeof(hw2)), 0);
+    cr_expect_str_eq(hw, hw2, "stable");
+    cr_expect_geq(strlen(hw), 16);
 }
 
 Test(platform, service_notify_reaches_the_socket)

@@ -2,6 +2,7 @@
  * uptime, memory. */
 #include "shared/platform.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/sysinfo.h>
@@ -52,6 +53,44 @@ int mmr_sysinfo_get(struct mmr_sysinfo *out)
         out->mem_free = (uint64_t)(si.freeram + si.bufferram) * si.mem_unit;
     }
     return 0;
+}
+
+/* First line of a small file, trimmed and lower-cased; false if unusable. */
+static bool read_id_file(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    char line[128] = "";
+    bool ok = fgets(line, sizeof(line), f) != NULL;
+    fclose(f);
+    if (!ok)
+        return false;
+    line[strcspn(line, " \r\n")] = '\0';
+    size_t n = strlen(line);
+    bool any_digit = false;
+    for (size_t i = 0; i < n; i++) {
+        line[i] = (char)tolower((unsigned char)line[i]);
+        if (!isxdigit((unsigned char)line[i]) && line[i] != '-')
+            return false; /* "Not Settable", "Default string", ... */
+        if (line[i] != '0' && line[i] != 'f' && line[i] != '-')
+            any_digit = true;
+    }
+    /* Firmware often ships all-zero or all-F UUIDs: not an identity. */
+    if (n < 16 || !any_digit)
+        return false;
+    snprintf(buf, len, "%s", line);
+    return true;
+}
+
+int mmr_hardware_id(char *buf, size_t len)
+{
+    if (read_id_file("/sys/class/dmi/id/product_uuid", buf, len) ||
+        read_id_file("/etc/machine-id", buf, len) ||
+        read_id_file("/var/lib/dbus/machine-id", buf, len))
+        return 0;
+    return mmr_err_set(MMR_ENOENT, "no hardware or machine identifier on this system "
+                                   "(set [agent] hardware_id in agent.conf)");
 }
 
 int64_t mmr_process_id(void)
