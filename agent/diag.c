@@ -113,7 +113,8 @@ static int add_json(struct bundle *b, const char *name, const json_t *doc)
     return rc;
 }
 
-static void finding(struct bundle *b, const char *kind, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void finding(struct bundle *b, const char *kind,
+                                                         const char *fmt, va_list ap)
 {
     char text[1024];
     vsnprintf(text, sizeof(text), fmt, ap);

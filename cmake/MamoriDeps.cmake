@@ -16,7 +16,6 @@ mmr_require_pkg(SQLITE sqlite3 libsqlite3-dev)
 mmr_require_pkg(LIBARCHIVE libarchive libarchive-dev)
 mmr_require_pkg(YARA yara libyara-dev)
 mmr_require_pkg(JANSSON jansson libjansson-dev)
-mmr_require_pkg(INIH inih libinih-dev)
 mmr_require_pkg(ZLIB zlib zlib1g-dev)
 
 find_path(MBEDTLS_INCLUDE_DIR mbedtls/ssl.h)
@@ -30,6 +29,14 @@ endif()
 add_library(mmr_mbedtls INTERFACE)
 target_include_directories(mmr_mbedtls INTERFACE ${MBEDTLS_INCLUDE_DIR})
 target_link_libraries(mmr_mbedtls INTERFACE ${MBEDTLS_LIB} ${MBEDX509_LIB} ${MBEDCRYPTO_LIB})
+
+# http-parser ships no .pc file either.
+find_path(HTTP_PARSER_INCLUDE_DIR http_parser.h)
+find_library(HTTP_PARSER_LIB http_parser)
+if(NOT HTTP_PARSER_INCLUDE_DIR OR NOT HTTP_PARSER_LIB)
+    message(FATAL_ERROR "Missing dependency 'http-parser': install the Debian package "
+                        "'libhttp-parser-dev' (or run scripts/install-deps as root).")
+endif()
 
 if(MMR_TESTS)
     mmr_require_pkg(CRITERION criterion libcriterion-dev)

@@ -81,13 +81,11 @@ static int decode_last(const char *text, size_t at, unsigned char *out)
         if (s[k] < 0)
             return bad_char(text, at + k);
     }
-    uint32_t v = (uint32_t)s[0] << 18 | (uint32_t)s[1] << 12 | (uint32_t)s[2] << 6 |
-                 (uint32_t)s[3];
+    uint32_t v = (uint32_t)s[0] << 18 | (uint32_t)s[1] << 12 | (uint32_t)s[2] << 6 | (uint32_t)s[3];
     /* Bits that padding discards must be zero, or "QQ==" and "QR==" would
      * both decode to "A". */
     if ((pad == 2 && (v & 0xFFFF) != 0) || (pad == 1 && (v & 0xFF) != 0))
-        return mmr_err_set(MMR_EINVAL, "base64: non-zero padding bits at offset %zu",
-                           at + 3 - pad);
+        return mmr_err_set(MMR_EINVAL, "base64: non-zero padding bits at offset %zu", at + 3 - pad);
     out[0] = (unsigned char)(v >> 16);
     if (pad < 2)
         out[1] = (unsigned char)(v >> 8);
@@ -114,8 +112,8 @@ int mmr_base64_decode(const char *text, size_t len, unsigned char **out, size_t 
                 goto fail;
             }
         }
-        uint32_t v = (uint32_t)s[0] << 18 | (uint32_t)s[1] << 12 | (uint32_t)s[2] << 6 |
-                     (uint32_t)s[3];
+        uint32_t v =
+            (uint32_t)s[0] << 18 | (uint32_t)s[1] << 12 | (uint32_t)s[2] << 6 | (uint32_t)s[3];
         buf[n++] = (unsigned char)(v >> 16);
         buf[n++] = (unsigned char)(v >> 8);
         buf[n++] = (unsigned char)v;

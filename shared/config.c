@@ -1,4 +1,4 @@
-/* Schema-driven INI configuration on top of inih: strict parsing with
+/* Schema-driven INI configuration: our own small INI grammar with strict
  * "file:line: message" errors, defaults, the redacted dump for diagnostic
  * bundles, and the size/duration/boolean value parsers. */
 #include "shared/config.h"
@@ -8,13 +8,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ini.h>
-
 #include "shared/err.h"
 #include "shared/mem.h"
 #include "shared/platform.h"
 
 #define MAX_FILE_BYTES (1024 * 1024)
+
+/* Longest line accepted, without its line ending. An enrollment token with a
+ * URL, a CA pin and Japanese organisation and group names runs to a few
+ * hundred bytes; this leaves room for any value a person would write. */
+#define MAX_LINE_BYTES (64 * 1024)
 
 /* Names longer than this get no "did you mean" suggestion. */
 #define SUGGEST_MAX 48
@@ -22,25 +25,17 @@
 /* Characters of an offending line quoted in a syntax error. */
 #define EXCERPT_MAX 40
 
-/* State shared by the line reader and the key handler. inih is driven
- * through ini_parse_stream with our own reader rather than ini_parse_string
- * because the reader knows the line being handled (Debian builds inih without
- * INI_HANDLER_LINENO), can refuse NUL bytes, control characters, invalid
- * UTF-8 and lines longer than inih's buffer (ini_parse_string would silently
- * split them, and the tail could read as a key), and can stop at our first
- * error. */
+/* One pass over the text, line by line, stopping at the first error. */
 struct parser {
     const char *name;
     const char *text;
     size_t len;
-    size_t off;
-    int lineno;     /* lines handed to inih so far: the one being handled */
-    int error_line; /* first line we refused, 0 if none */
-    int error_code;
+    size_t lineno;       /* the line being handled, from 1 */
+    const char *section; /* the schema's name of the current section, NULL before one */
     const struct mmr_cfg_key *schema;
     size_t nkeys;
     void *cfg;
-    int *set_on; /* per key: line that set it, 0 if not set yet */
+    size_t *set_on; /* per key: line that set it, 0 if not set yet */
 };
 
 /* ---- value parsers -------------------------------------------------------- */
@@ -266,7 +261,7 @@ static int set_value(const struct mmr_cfg_key *key, void *cfg, const char *value
     case MMR_CFG_BOOL:
         return mmr_parse_bool(value, field(key, cfg));
     case MMR_CFG_INT: {
-        int64_t v;
+        int64_t v = 0;
         if ((rc = parse_int(value, &v)) < 0)
             return rc;
         if (limited(key) && (v < key->min || v > key->max)) {
@@ -278,7 +273,7 @@ static int set_value(const struct mmr_cfg_key *key, void *cfg, const char *value
         return 0;
     }
     case MMR_CFG_SIZE: {
-        uint64_t v;
+        uint64_t v = 0;
         if ((rc = mmr_parse_size(value, &v)) < 0)
             return rc;
         if (limited(key) && (v < (uint64_t)key->min || v > (uint64_t)key->max)) {
@@ -290,7 +285,7 @@ static int set_value(const struct mmr_cfg_key *key, void *cfg, const char *value
         return 0;
     }
     case MMR_CFG_DURATION: {
-        int64_t v;
+        int64_t v = 0;
         if ((rc = mmr_parse_duration_ms(value, &v)) < 0)
             return rc;
         if (limited(key) && (v < key->min || v > key->max)) {
@@ -339,8 +334,8 @@ static int check_schema(const struct mmr_cfg_key *schema, size_t nkeys)
         if (!key->section || !key->name || !key->section[0] || !key->name[0])
             return mmr_err_set(MMR_EINVAL, "config schema: key %zu has no section or name", i);
         if ((unsigned)key->type > MMR_CFG_ENUM)
-            return mmr_err_set(MMR_EINVAL, "config schema: [%s] %s: unknown type %d",
-                               key->section, key->name, (int)key->type);
+            return mmr_err_set(MMR_EINVAL, "config schema: [%s] %s: unknown type %d", key->section,
+                               key->name, (int)key->type);
         if (key->type == MMR_CFG_ENUM && (!key->choices || !key->choices[0]))
             return mmr_err_set(MMR_EINVAL, "config schema: [%s] %s: enum without choices",
                                key->section, key->name);
@@ -369,8 +364,7 @@ static int apply_defaults(const struct mmr_cfg_key *schema, size_t nkeys, void *
             continue;
         int rc = set_value(key, cfg, def);
         if (rc < 0)
-            return mmr_err_wrap(rc, "config schema: default of [%s] %s", key->section,
-                                key->name);
+            return mmr_err_wrap(rc, "config schema: default of [%s] %s", key->section, key->name);
     }
     return 0;
 }
@@ -406,11 +400,13 @@ static void suggest(struct mmr_buf *b, const struct mmr_cfg_key *schema, size_t 
 {
     const char *best = NULL;
     size_t best_d = SIZE_MAX;
+    size_t candidates = 0;
     for (size_t i = 0; i < nkeys; i++) {
         if (section && strcmp(schema[i].section, section) != 0)
             continue;
         const char *cand = section ? schema[i].name : schema[i].section;
         size_t d = edit_distance(wrong, cand);
+        candidates++;
         if (d < best_d) {
             best_d = d;
             best = cand;
@@ -418,12 +414,12 @@ static void suggest(struct mmr_buf *b, const struct mmr_cfg_key *schema, size_t 
     }
     const char *open = section ? "'" : "[";
     const char *close = section ? "'" : "]";
-    if (best && best_d <= 2 && best_d < strlen(best)) {
-        mmr_buf_appendf(b, " (did you mean %s%s%s?)", open, best, close);
+    if (candidates == 0) {
+        mmr_buf_appendf(b, " (no %s are valid)", section ? "keys" : "sections");
         return;
     }
-    if (!best) {
-        mmr_buf_appendf(b, " (no %s are valid)", section ? "keys" : "sections");
+    if (best && best_d <= 2 && best_d < strlen(best)) {
+        mmr_buf_appendf(b, " (did you mean %s%s%s?)", open, best, close);
         return;
     }
     mmr_buf_appendf(b, " (valid %s: ", section ? "keys" : "sections");
@@ -444,6 +440,28 @@ static void suggest(struct mmr_buf *b, const struct mmr_cfg_key *schema, size_t 
 }
 
 /* ---- parsing ---------------------------------------------------------------- */
+
+/* The grammar, one line at a time (the header documents it for users):
+ *   [section]     the name is trimmed; nothing may follow ']'
+ *   key = value   split at the first '='; key and value are trimmed
+ *   ; or #        a comment, when it is the first character after indentation
+ * There are no inline comments ("a ; b" is a value) and no continuation lines. */
+
+static bool is_blank(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+/* Narrows [*s, *s + *len) to its text without surrounding spaces and tabs. */
+static void trim(const char **s, size_t *len)
+{
+    while (*len > 0 && is_blank((*s)[0])) {
+        (*s)++;
+        (*len)--;
+    }
+    while (*len > 0 && is_blank((*s)[*len - 1]))
+        (*len)--;
+}
 
 /* Length of the valid UTF-8 prefix of s: overlong forms, surrogates and code
  * points past U+10FFFF are invalid. */
@@ -487,39 +505,13 @@ static size_t utf8_valid_prefix(const unsigned char *s, size_t len)
     return len;
 }
 
-static int refuse_line(struct parser *p, int code)
+/* Prefixes the message already set with "file:line". Returns code. */
+static int refuse_line(const struct parser *p, int code)
 {
-    p->error_line = p->lineno;
-    p->error_code = code;
-    return mmr_err_wrap(code, "%s:%d", p->name, p->lineno);
+    return mmr_err_wrap(code, "%s:%zu", p->name, p->lineno);
 }
 
-/* The bytes of a line that inih sees: no line ending, no UTF-8 BOM on the
- * first line, no leading whitespace (inih would take an indented line as the
- * continuation of the previous value, a feature we do not offer). */
-static const char *line_content(const struct parser *p, size_t start, int lineno, size_t *len,
-                                bool *indented)
-{
-    const char *line = p->text + start;
-    size_t avail = p->len - start;
-    const char *nl = memchr(line, '\n', avail);
-    size_t n = nl ? (size_t)(nl - line) : avail;
-    if (n > 0 && line[n - 1] == '\r')
-        n--;
-    if (lineno == 1 && n >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
-        line += 3;
-        n -= 3;
-    }
-    *indented = n > 0 && (line[0] == ' ' || line[0] == '\t');
-    while (n > 0 && (line[0] == ' ' || line[0] == '\t')) {
-        line++;
-        n--;
-    }
-    *len = n;
-    return line;
-}
-
-static int check_bytes(struct parser *p, const char *line, size_t len)
+static int check_bytes(const struct parser *p, const char *line, size_t len)
 {
     size_t valid = utf8_valid_prefix((const unsigned char *)line, len);
     for (size_t i = 0; i < valid; i++) {
@@ -540,163 +532,167 @@ static int check_bytes(struct parser *p, const char *line, size_t len)
     return 0;
 }
 
-static bool section_known(const struct parser *p, const char *name, size_t len)
+/* At most EXCERPT_MAX bytes of s, cut on a character boundary (s is valid
+ * UTF-8), for quoting in a message. */
+static size_t excerpt_len(const char *s, size_t len)
+{
+    if (len <= EXCERPT_MAX)
+        return len;
+    size_t n = EXCERPT_MAX;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+/* The schema's spelling of section name, or NULL if it has no such section. */
+static const char *known_section(const struct parser *p, const char *name, size_t len)
 {
     for (size_t i = 0; i < p->nkeys; i++)
         if (strlen(p->schema[i].section) == len && memcmp(p->schema[i].section, name, len) == 0)
-            return true;
-    return false;
+            return p->schema[i].section;
+    return NULL;
 }
 
-/* Refuses a [section] header that the schema does not know. inih reports
- * sections only with their keys, so an unknown empty section (a typo'd
- * header) would otherwise pass. Headers inih cannot parse (no ']', or a
- * comment before it) are left for its syntax error. */
-static int check_section(struct parser *p, const char *line, size_t len)
+/* A line starting with '['. An unknown section is refused even without keys:
+ * a typo'd header would otherwise hide the keys after it. */
+static int parse_section(struct parser *p, const char *line, size_t len)
 {
-    if (len == 0 || line[0] != '[')
-        return 0;
-    bool was_space = false;
-    size_t end = 1;
-    for (; end < len && line[end] != ']'; end++) {
-        if (was_space && line[end] == ';')
-            return 0;
-        was_space = line[end] == ' ' || line[end] == '\t';
+    const char *close = memchr(line, ']', len);
+    if (!close) {
+        mmr_err_set(MMR_EINVAL, "section name is not closed with ']'");
+        return refuse_line(p, MMR_EINVAL);
     }
-    if (end == len || section_known(p, line + 1, end - 1))
+    const char *rest = close + 1;
+    size_t rest_len = len - (size_t)(rest - line);
+    trim(&rest, &rest_len);
+    if (rest_len > 0) {
+        size_t shown = excerpt_len(rest, rest_len);
+        mmr_err_set(MMR_EINVAL, "text after the section header: '%.*s%s'", (int)shown, rest,
+                    shown < rest_len ? "..." : "");
+        return refuse_line(p, MMR_EINVAL);
+    }
+    const char *name = line + 1;
+    size_t name_len = (size_t)(close - name);
+    trim(&name, &name_len);
+    p->section = known_section(p, name, name_len);
+    if (p->section)
         return 0;
 
     struct mmr_buf b = {0};
-    mmr_buf_appendf(&b, "unknown section [%.*s]", (int)(end - 1), line + 1);
-    char *name = mmr_strndup(line + 1, end - 1);
-    suggest(&b, p->schema, p->nkeys, NULL, name);
-    free(name);
+    mmr_buf_appendf(&b, "unknown section [%.*s]", (int)name_len, name);
+    char *wrong = mmr_strndup(name, name_len);
+    suggest(&b, p->schema, p->nkeys, NULL, wrong);
+    free(wrong);
     mmr_err_set(MMR_EINVAL, "%s", b.data);
     mmr_buf_free(&b);
     return refuse_line(p, MMR_EINVAL);
 }
 
-/* inih's fgets-style reader over the text. Returns NULL at the end or after
- * the first refused line, which ends inih's loop. */
-static char *read_line(char *str, int num, void *stream)
-{
-    struct parser *p = stream;
-    if (p->error_line || p->off >= p->len)
-        return NULL;
-
-    size_t start = p->off;
-    const char *nl = memchr(p->text + start, '\n', p->len - start);
-    p->off = nl ? (size_t)(nl - p->text) + 1 : p->len;
-    p->lineno++;
-
-    size_t len;
-    bool indented;
-    const char *line = line_content(p, start, p->lineno, &len, &indented);
-    if (check_bytes(p, line, len) < 0)
-        return NULL;
-    if (num < 1 || len > (size_t)num - 1) {
-        mmr_err_set(MMR_ETOOBIG, "line is longer than %d bytes", num - 1);
-        refuse_line(p, MMR_ETOOBIG);
-        return NULL;
-    }
-    if (check_section(p, line, len) < 0)
-        return NULL;
-    memcpy(str, line, len);
-    str[len] = '\0';
-    return str;
-}
-
-static const struct mmr_cfg_key *find_key(const struct parser *p, const char *section,
-                                          const char *name, size_t *index)
+static const struct mmr_cfg_key *find_key(const struct parser *p, const char *name, size_t len,
+                                          size_t *index)
 {
     for (size_t i = 0; i < p->nkeys; i++) {
-        if (strcmp(p->schema[i].section, section) == 0 && strcmp(p->schema[i].name, name) == 0) {
+        const struct mmr_cfg_key *key = &p->schema[i];
+        if (strcmp(key->section, p->section) == 0 && strlen(key->name) == len &&
+            memcmp(key->name, name, len) == 0) {
             *index = i;
-            return &p->schema[i];
+            return key;
         }
     }
     return NULL;
 }
 
-/* inih's handler: 1 to go on, 0 after recording the error. */
-static int handle(void *user, const char *section, const char *name, const char *value)
+/* "key = value", already known to hold an '=' at eq. */
+static int parse_key(struct parser *p, const char *line, size_t len, const char *eq)
 {
-    struct parser *p = user;
-    if (section[0] == '\0') {
-        mmr_err_set(MMR_EINVAL, "key '%s' is outside any [section]", name);
-        refuse_line(p, MMR_EINVAL);
-        return 0;
+    const char *name = line;
+    size_t name_len = (size_t)(eq - line);
+    const char *value = eq + 1;
+    size_t value_len = len - name_len - 1;
+    trim(&name, &name_len);
+    trim(&value, &value_len);
+
+    if (!p->section) {
+        mmr_err_set(MMR_EINVAL, "key '%.*s' is outside any [section]", (int)name_len, name);
+        return refuse_line(p, MMR_EINVAL);
     }
     size_t i;
-    const struct mmr_cfg_key *key = find_key(p, section, name, &i);
+    const struct mmr_cfg_key *key = find_key(p, name, name_len, &i);
     if (!key) {
-        /* The reader has refused unknown sections: this one has keys. */
         struct mmr_buf b = {0};
-        mmr_buf_appendf(&b, "[%s] unknown key '%s'", section, name);
-        suggest(&b, p->schema, p->nkeys, section, name);
+        mmr_buf_appendf(&b, "[%s] unknown key '%.*s'", p->section, (int)name_len, name);
+        char *wrong = mmr_strndup(name, name_len);
+        suggest(&b, p->schema, p->nkeys, p->section, wrong);
+        free(wrong);
         mmr_err_set(MMR_EINVAL, "%s", b.data);
         mmr_buf_free(&b);
-        refuse_line(p, MMR_EINVAL);
-        return 0;
+        return refuse_line(p, MMR_EINVAL);
     }
     if (p->set_on[i]) {
-        mmr_err_set(MMR_EINVAL, "[%s] %s: set twice (first on line %d)", section, name,
+        mmr_err_set(MMR_EINVAL, "[%s] %s: set twice (first on line %zu)", key->section, key->name,
                     p->set_on[i]);
-        refuse_line(p, MMR_EINVAL);
-        return 0;
+        return refuse_line(p, MMR_EINVAL);
     }
-    int rc = set_value(key, p->cfg, value);
+    char *copy = mmr_strndup(value, value_len);
+    int rc = set_value(key, p->cfg, copy);
+    free(copy);
     if (rc < 0) {
-        mmr_err_wrap(rc, "[%s] %s", section, name);
-        refuse_line(p, rc);
-        return 0;
+        mmr_err_wrap(rc, "[%s] %s", key->section, key->name);
+        return refuse_line(p, rc);
     }
     p->set_on[i] = p->lineno;
-    return 1;
+    return 0;
 }
 
-/* inih found a line that is neither a key, a section nor a comment. */
-static int syntax_error(const struct parser *p, int lineno)
+/* One line without its line ending. */
+static int parse_line(struct parser *p, const char *line, size_t len)
 {
-    size_t start = 0;
-    for (int l = 1; l < lineno; l++) {
-        const char *nl = memchr(p->text + start, '\n', p->len - start);
-        start = (size_t)(nl - p->text) + 1;
+    if (p->lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0) {
+        line += 3;
+        len -= 3;
     }
-    size_t len;
-    bool indented;
-    const char *line = line_content(p, start, lineno, &len, &indented);
+    int rc = check_bytes(p, line, len);
+    if (rc < 0)
+        return rc;
+    if (len > MAX_LINE_BYTES) {
+        mmr_err_set(MMR_ETOOBIG, "line is longer than %d bytes", MAX_LINE_BYTES);
+        return refuse_line(p, MMR_ETOOBIG);
+    }
+    bool indented = len > 0 && is_blank(line[0]);
+    trim(&line, &len);
+    if (len == 0 || line[0] == ';' || line[0] == '#')
+        return 0;
+    if (line[0] == '[')
+        return parse_section(p, line, len);
+    const char *eq = memchr(line, '=', len);
+    if (eq)
+        return parse_key(p, line, len, eq);
 
-    if (len > 0 && line[0] == '[')
-        return mmr_err_set(MMR_EINVAL, "%s:%d: section name is not closed with ']'", p->name,
-                           lineno);
-    size_t shown = len;
-    if (shown > EXCERPT_MAX) {
-        shown = EXCERPT_MAX;
-        /* Cut on a character boundary: the line is valid UTF-8. */
-        while (shown > 0 && ((unsigned char)line[shown] & 0xC0) == 0x80)
-            shown--;
-    }
-    return mmr_err_set(MMR_EINVAL,
-                       "%s:%d: expected 'key = value', a [section] or a comment, got '%.*s%s'%s",
-                       p->name, lineno, (int)shown, line, shown < len ? "..." : "",
-                       indented ? " (indented lines do not continue a value)" : "");
+    size_t shown = excerpt_len(line, len);
+    mmr_err_set(MMR_EINVAL, "expected 'key = value', a [section] or a comment, got '%.*s%s'%s",
+                (int)shown, line, shown < len ? "..." : "",
+                indented ? " (indented lines do not continue a value)" : "");
+    return refuse_line(p, MMR_EINVAL);
 }
 
 static int parse_text(struct parser *p)
 {
     p->set_on = mmr_calloc(p->nkeys, sizeof(*p->set_on));
-    int ret = ini_parse_stream(read_line, p, handle, p);
+    int rc = 0;
+    size_t off = 0;
+    while (rc == 0 && off < p->len) {
+        const char *line = p->text + off;
+        const char *nl = memchr(line, '\n', p->len - off);
+        size_t len = nl ? (size_t)(nl - line) : p->len - off;
+        off += len + (nl ? 1 : 0);
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        p->lineno++;
+        rc = parse_line(p, line, len);
+    }
     free(p->set_on);
     p->set_on = NULL;
-
-    if (ret < 0)
-        return mmr_err_set(MMR_ENOMEM, "%s: inih could not allocate its line buffer", p->name);
-    if (ret > 0 && (p->error_line == 0 || ret < p->error_line))
-        return syntax_error(p, ret);
-    if (p->error_line)
-        return p->error_code;
-    return 0;
+    return rc;
 }
 
 static int load_text(const char *name, const char *text, size_t len,
@@ -766,10 +762,11 @@ void mmr_config_free(const struct mmr_cfg_key *schema, size_t nkeys, void *cfg)
 static void dump_string(struct mmr_buf *b, const char *s)
 {
     /* Values set by code rather than read from a file could hold a newline
-     * that would forge a line in the dump. */
+     * that would forge a line in the dump. A tab is kept: files may hold it,
+     * and the dump reads back to the same value. */
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
-        char out = (c < 0x20 || c == 0x7F) ? '?' : (char)c;
+        char out = ((c < 0x20 && c != '\t') || c == 0x7F) ? '?' : (char)c;
         mmr_buf_append(b, &out, 1);
     }
 }

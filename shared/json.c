@@ -49,8 +49,8 @@ static int prescan(const char *buf, size_t len, size_t max_depth)
         unsigned char c = (unsigned char)buf[i];
         advance(&p, c);
         if (c == '\0')
-            return mmr_err_set(MMR_EINVAL, "line %zu, column %zu: NUL byte in JSON text",
-                               p.line, p.column);
+            return mmr_err_set(MMR_EINVAL, "line %zu, column %zu: NUL byte in JSON text", p.line,
+                               p.column);
         if (in_string) {
             if (escaped)
                 escaped = false;
@@ -65,8 +65,8 @@ static int prescan(const char *buf, size_t len, size_t max_depth)
         } else if (c == '[' || c == '{') {
             if (++depth > max_depth)
                 return mmr_err_set(MMR_ETOOBIG,
-                                   "line %zu, column %zu: nesting deeper than %zu levels",
-                                   p.line, p.column, max_depth);
+                                   "line %zu, column %zu: nesting deeper than %zu levels", p.line,
+                                   p.column, max_depth);
         } else if ((c == ']' || c == '}') && depth > 0) {
             depth--;
         }
@@ -214,8 +214,7 @@ static int lookup(const json_t *obj, const char *path, const char *key, bool req
     return rc;
 }
 
-static int wrong_type(const char *path, const char *key, const char *expected,
-                      const json_t *value)
+static int wrong_type(const char *path, const char *key, const char *expected, const json_t *value)
 {
     char *p = child_path(path, key);
     int rc = mmr_err_set(MMR_EINVAL, "%s: expected %s, got %s", p, expected, type_name(value));
@@ -256,8 +255,7 @@ int mmr_json_get_int(const json_t *obj, const char *path, const char *key, bool 
     json_int_t n = json_integer_value(v);
     if (n < min || n > max) {
         char *p = child_path(path, key);
-        rc = mmr_err_set(MMR_EINVAL, "%s: expected %s, got %" JSON_INTEGER_FORMAT, p, expected,
-                         n);
+        rc = mmr_err_set(MMR_EINVAL, "%s: expected %s, got %" JSON_INTEGER_FORMAT, p, expected, n);
         free(p);
         return rc;
     }

@@ -16,16 +16,19 @@
 /* Parses exactly one JSON value from buf (len bytes, need not be
  * NUL-terminated). Refuses nesting deeper than max_depth (MMR_ETOOBIG) and
  * anything that is not valid UTF-8 JSON (MMR_EINVAL, message with line and
- * column). Returns a new reference in *out. */
+ * column), including NUL bytes, "\u0000", duplicate object keys and trailing
+ * data. Returns a new reference in *out; *out is untouched on error. */
 int mmr_json_parse(const char *buf, size_t len, size_t max_depth, json_t **out);
 
 /* Like mmr_json_parse, and the value must be an object. */
 int mmr_json_parse_object(const char *buf, size_t len, size_t max_depth, json_t **out);
 
-/* Typed getters. path is the JSON path of obj used in messages ("$.scan");
- * the error says e.g. "$.scan.cpu_cap: expected an integer, got a string".
- * A missing optional field leaves *out untouched and returns 0; a missing
- * required field is MMR_EINVAL. */
+/* Typed getters. path is the JSON path of obj used in messages ("$.scan",
+ * NULL for "$"); the error says e.g. "$.scan.cpu_cap: expected an integer
+ * between 1 and 100, got 150". A missing optional field leaves *out untouched
+ * and returns 0; a missing required field is MMR_EINVAL, and so is a null
+ * value (null is a wrong type, not a missing field). Strings, objects and
+ * arrays are borrowed from obj. *out is untouched on error. */
 int mmr_json_get_str(const json_t *obj, const char *path, const char *key, bool required,
                      const char **out);
 int mmr_json_get_int(const json_t *obj, const char *path, const char *key, bool required,
@@ -37,11 +40,13 @@ int mmr_json_get_object(const json_t *obj, const char *path, const char *key, bo
 int mmr_json_get_array(const json_t *obj, const char *path, const char *key, bool required,
                        json_t **out);
 
-/* Compact one-line serialisation with sorted keys; allocated, no trailing
- * newline. Never contains a raw newline (JSON escapes them in strings). */
+/* Compact one-line serialisation with sorted keys; allocated (free()), no
+ * trailing newline. Never contains a raw newline (JSON escapes them in
+ * strings). NULL gives "null". */
 char *mmr_json_dump_line(const json_t *value);
 
-/* Pretty serialisation (2-space indent, sorted keys) for humans and files. */
+/* Pretty serialisation (2-space indent, sorted keys, no trailing newline)
+ * for humans and files; allocated (free()). */
 char *mmr_json_dump_pretty(const json_t *value);
 
 #endif

@@ -51,7 +51,7 @@ char *mmr_strndup(const char *s, size_t n)
     return p;
 }
 
-static char *vasprintf_checked(const char *fmt, va_list ap)
+__attribute__((format(printf, 1, 0))) static char *vasprintf_checked(const char *fmt, va_list ap)
 {
     va_list copy;
     va_copy(copy, ap);

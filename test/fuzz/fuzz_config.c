@@ -28,8 +28,10 @@ struct fcfg {
 
 static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
 
-#define K(sec, nm, ty, fld, def, lo, hi, ch, secret)                                             \
-    {sec, nm, ty, offsetof(struct fcfg, fld), def, lo, hi, ch, secret, nm}
+#define K(sec, nm, ty, fld, def, lo, hi, ch, secret)                                               \
+    {                                                                                              \
+        sec, nm, ty, offsetof(struct fcfg, fld), def, lo, hi, ch, secret, nm                       \
+    }
 
 static const struct mmr_cfg_key schema[] = {
     K("a", "name", MMR_CFG_STRING, name, "x", 0, 0, NULL, false),
@@ -58,9 +60,10 @@ static void check_nothing_held(const struct fcfg *c)
     check(!c->name && !c->secret && !c->level, "strings held after an error");
 }
 
-/* The dump of a loaded file reloads to the same values. A reload may fail
- * only because "key = value" grew past inih's line limit. Strings are not
- * compared: a value starting with ';' reads back as a comment. */
+/* The dump of a loaded file reloads to the same values, strings included
+ * (';', '#' and '=' inside values are not comments or separators; tabs are
+ * kept). A reload may fail only because "key = value" grew two bytes past
+ * the line limit, which needs an input line close to 64 KiB. */
 static void reload_dump(const struct fcfg *c)
 {
     char *dump = mmr_config_dump(schema, NKEYS, c);
@@ -68,16 +71,19 @@ static void reload_dump(const struct fcfg *c)
     struct fcfg d;
     int rc = mmr_config_load_string("dump", dump, schema, NKEYS, &d);
     if (rc == 0) {
-        check(d.count == c->count && d.flag == c->flag && d.size == c->size &&
-                  d.wait == c->wait && d.any == c->any && d.any_size == c->any_size &&
-                  d.any_wait == c->any_wait,
+        check(d.count == c->count && d.flag == c->flag && d.size == c->size && d.wait == c->wait &&
+                  d.any == c->any && d.any_size == c->any_size && d.any_wait == c->any_wait,
               "dump reloads to other numbers");
+        check(strcmp(d.name, c->name) == 0, "dump reloads to another string");
         check(strcmp(d.level, c->level) == 0, "dump reloads to another enum value");
         if (c->secret[0] != '\0')
             check(strcmp(d.secret, "<redacted>") == 0, "secret not redacted");
+        else
+            check(d.secret[0] == '\0', "empty secret reloads as a value");
         mmr_config_free(schema, NKEYS, &d);
     } else {
         check(rc == MMR_ETOOBIG, "dump does not reload");
+        check(strstr(mmr_err_msg(), "line is longer than") != NULL, "dump refused for its size");
         check_nothing_held(&d);
     }
     free(dump);

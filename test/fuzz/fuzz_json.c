@@ -26,7 +26,8 @@ static void probe(json_t *obj)
 {
     const char *key;
     json_t *member;
-    json_object_foreach(obj, key, member) {
+    json_object_foreach(obj, key, member)
+    {
         const char *s = NULL;
         int64_t n = 0;
         bool b = false;
@@ -65,8 +66,7 @@ static void round_trip(const json_t *value, size_t depth)
     free(line);
 
     char *pretty = mmr_json_dump_pretty(value);
-    check(mmr_json_parse(pretty, strlen(pretty), depth, &again) == 0,
-          "pretty dump does not parse");
+    check(mmr_json_parse(pretty, strlen(pretty), depth, &again) == 0, "pretty dump does not parse");
     check(json_equal(value, again), "pretty dump parses to another value");
     json_decref(again);
     free(pretty);

@@ -111,8 +111,7 @@ static void expect_bad(const char *text, size_t len, const char *fragment)
                  (int)len, text);
     cr_assert_str_eq((const char *)dec, "untouched", "output written on error");
     cr_assert_eq(out_len, 12345);
-    cr_assert(strstr(mmr_err_msg(), fragment), "message '%s' lacks '%s'", mmr_err_msg(),
-              fragment);
+    cr_assert(strstr(mmr_err_msg(), fragment), "message '%s' lacks '%s'", mmr_err_msg(), fragment);
 }
 
 Test(base64, refuses_bad_length)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shared/base64.h"
 #include "shared/config.h"
 #include "shared/err.h"
 #include "shared/mem.h"
@@ -30,8 +31,10 @@ struct tcfg {
 static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const modes[] = {"auto", "manual", NULL};
 
-#define K(sec, nm, ty, fld, def, lo, hi, ch, secret)                                             \
-    {sec, nm, ty, offsetof(struct tcfg, fld), def, lo, hi, ch, secret, "help for " nm}
+#define K(sec, nm, ty, fld, def, lo, hi, ch, secret)                                               \
+    {                                                                                              \
+        sec, nm, ty, offsetof(struct tcfg, fld), def, lo, hi, ch, secret, "help for " nm           \
+    }
 
 static const struct mmr_cfg_key schema[] = {
     K("agent", "name", MMR_CFG_STRING, name, "mamori", 0, 0, NULL, false),
@@ -114,8 +117,7 @@ static void load_file_bad(const char *data, size_t len, int code, const char *fr
     mmr_err_clear();
     int rc = mmr_config_load(path, false, schema, NKEYS, &cfg);
     cr_assert_eq(rc, code, "rc %d: %s", rc, mmr_err_msg());
-    cr_assert(strstr(mmr_err_msg(), fragment), "message '%s' lacks '%s'", mmr_err_msg(),
-              fragment);
+    cr_assert(strstr(mmr_err_msg(), fragment), "message '%s' lacks '%s'", mmr_err_msg(), fragment);
     cr_assert(strstr(mmr_err_msg(), path), "message '%s' lacks the path", mmr_err_msg());
     assert_nothing_held();
     remove(path);
@@ -189,25 +191,24 @@ Test(config, directory_is_refused)
 
 Test(config, full_file)
 {
-    char *path = write_text("agent.conf",
-                            "; Mamori agent\n"
-                            "[agent]\n"
-                            "name = host-01 ; inline comment\n"
-                            "count=100\n"
-                            "flag = Yes\n"
-                            "token = s3cr3t\n"
-                            "\n"
-                            "# logging\n"
-                            "[log]\n"
-                            "level = debug\n"
-                            "max_size = 64K\n"
-                            "rotate = 30d\n"
-                            "[net]\n"
-                            "port: 1\n"
-                            "cache = 18446744073709551615\n"
-                            "timeout = 500ms\n"
-                            "mode = manual\n"
-                            "offset = -9223372036854775808\n");
+    char *path = write_text("agent.conf", "; Mamori agent\n"
+                                          "[agent]\n"
+                                          "name = host-01\n"
+                                          "count=100\n"
+                                          "flag = Yes\n"
+                                          "token = s3cr3t\n"
+                                          "\n"
+                                          "# logging\n"
+                                          "[log]\n"
+                                          "level = debug\n"
+                                          "max_size = 64K\n"
+                                          "rotate = 30d\n"
+                                          "[net]\n"
+                                          "port = 1\n"
+                                          "cache = 18446744073709551615\n"
+                                          "timeout = 500ms\n"
+                                          "mode = manual\n"
+                                          "offset = -9223372036854775808\n");
     cr_assert_eq(mmr_config_load(path, false, schema, NKEYS, &cfg), 0, "%s", mmr_err_msg());
     cr_assert_str_eq(cfg.name, "host-01");
     cr_assert_eq(cfg.count, 100);
@@ -251,9 +252,19 @@ Test(config, bom_only_on_the_first_line)
 
 Test(config, japanese_values)
 {
-    load_ok("[agent]\nname = 東京都庁-端末０１ ; 備考\ntoken = パスワード\n");
+    load_ok("[agent]\nname = 東京都庁-端末０１\ntoken = パスワード\n");
     cr_assert_str_eq(cfg.name, "東京都庁-端末０１");
     cr_assert_str_eq(cfg.token, "パスワード");
+    mmr_config_free(schema, NKEYS, &cfg);
+    /* 1000 characters, 3000 bytes: far past the 199 bytes inih allowed. */
+    struct mmr_buf b = {0};
+    mmr_buf_appendf(&b, "[agent]\nname = ");
+    for (int i = 0; i < 1000; i++)
+        mmr_buf_appendf(&b, "日");
+    load_ok(b.data);
+    cr_assert_eq(strlen(cfg.name), 3000);
+    cr_assert_str_eq(cfg.name, b.data + strlen("[agent]\nname = "));
+    mmr_buf_free(&b);
 }
 
 Test(config, whitespace_and_indentation)
@@ -299,16 +310,42 @@ Test(config, unknown_section)
              "t.conf:3: unknown section [lgo] (did you mean [log]?)");
     load_bad("[zzzzzz]\nkey = 1\n", MMR_EINVAL,
              "t.conf:1: unknown section [zzzzzz] (valid sections: [agent], [log], [net])");
-    load_bad("[ agent ]\nname = x\n", MMR_EINVAL,
-             "t.conf:1: unknown section [ agent ] (did you mean [agent]?)");
+    load_bad("[ agnet ]\nname = x\n", MMR_EINVAL,
+             "t.conf:1: unknown section [agnet] (did you mean [agent]?)");
     /* Refused even without keys: a typo'd header would hide the keys after it. */
     load_bad("[agent]\n[lgo]\n", MMR_EINVAL,
              "t.conf:2: unknown section [lgo] (did you mean [log]?)");
     load_bad("[]\n", MMR_EINVAL,
              "t.conf:1: unknown section [] (valid sections: [agent], [log], [net])");
-    load_bad("[agent]\n[lo]g]\n", MMR_EINVAL,
-             "t.conf:2: unknown section [lo] (did you mean [log]?)");
-    load_ok("[agent] ; trailing comment\nname = ok\n");
+    load_bad("[agent]\n[log ; comment]\n", MMR_EINVAL,
+             "t.conf:2: unknown section [log ; comment] (valid sections: [agent], [log], [net])");
+}
+
+Test(config, section_header_spacing)
+{
+    load_ok("[ agent ]\nname = a\n[\tlog\t]\nlevel = warn\n  [net]  \nport = 2\n");
+    cr_assert_str_eq(cfg.name, "a");
+    cr_assert_str_eq(cfg.level, "warn");
+    cr_assert_eq(cfg.port, 2);
+}
+
+Test(config, text_after_section_header)
+{
+    load_bad("[agent]\n[lo]g]\n", MMR_EINVAL, "t.conf:2: text after the section header: 'g]'");
+    /* No inline comments, after a header either. */
+    load_bad("[agent] ; trailing comment\nname = ok\n", MMR_EINVAL,
+             "t.conf:1: text after the section header: '; trailing comment'");
+    load_bad("[agent]\n[log] # logging\n", MMR_EINVAL,
+             "t.conf:2: text after the section header: '# logging'");
+    load_bad("[agent]x\n", MMR_EINVAL, "t.conf:1: text after the section header: 'x'");
+    load_bad("[agent] name = x\n", MMR_EINVAL,
+             "t.conf:1: text after the section header: 'name = x'");
+    load_bad("[agent]]\n", MMR_EINVAL, "t.conf:1: text after the section header: ']'");
+    load_bad("[agent] = 0123456789012345678901234567890123456789abc\n", MMR_EINVAL,
+             "t.conf:1: text after the section header: "
+             "'= 01234567890123456789012345678901234567...'");
+    /* Checked before the name, so a typo and junk give the junk. */
+    load_bad("[lgo] x\n", MMR_EINVAL, "t.conf:1: text after the section header: 'x'");
 }
 
 Test(config, unknown_key)
@@ -325,6 +362,19 @@ Test(config, unknown_key)
              "'token')");
     load_bad("[agent]\n= x\n", MMR_EINVAL,
              "t.conf:2: [agent] unknown key '' (valid keys: 'name', 'count', 'flag', 'token')");
+}
+
+Test(config, long_unknown_names)
+{
+    /* Too far from any valid name for a suggestion: the message lists them. */
+    load_bad("[log]\nlevel_of_detail_for_every_message_written_to_the_log_file = 1\n", MMR_EINVAL,
+             "t.conf:2: [log] unknown key "
+             "'level_of_detail_for_every_message_written_to_the_log_file' "
+             "(valid keys: 'level', 'max_size', 'rotate')");
+    load_bad("[a_section_name_too_long_for_a_did_you_mean_suggestion_at_all]\nname = x\n",
+             MMR_EINVAL,
+             "t.conf:1: unknown section [a_section_name_too_long_for_a_did_you_mean_suggestion_"
+             "at_all] (valid sections: [agent], [log], [net])");
 }
 
 Test(config, key_outside_section)
@@ -347,7 +397,7 @@ Test(config, continuation_lines_are_not_values)
     load_bad("[agent]\nname = first\n  second part\n", MMR_EINVAL,
              "t.conf:3: expected 'key = value', a [section] or a comment, got 'second part' "
              "(indented lines do not continue a value)");
-    /* inih alone would read this indented key as part of name's value. */
+    /* Indentation means nothing: an indented key is a key. */
     load_ok("[agent]\nname = first\n  count = 4\n");
     cr_assert_str_eq(cfg.name, "first");
     cr_assert_eq(cfg.count, 4);
@@ -357,8 +407,9 @@ Test(config, bad_values)
 {
     load_bad("[log]\nmax_size = 10X\n", MMR_EINVAL,
              "t.conf:2: [log] max_size: '10X' is not a size (use e.g. 512K, 10M, 1G)");
-    load_bad("[agent]\ncount = 12abc\n", MMR_EINVAL, "t.conf:2: [agent] count: '12abc' is not "
-                                                     "an integer");
+    load_bad("[agent]\ncount = 12abc\n", MMR_EINVAL,
+             "t.conf:2: [agent] count: '12abc' is not "
+             "an integer");
     load_bad("[agent]\ncount =\n", MMR_EINVAL, "t.conf:2: [agent] count: '' is not an integer");
     load_bad("[agent]\nflag = maybe\n", MMR_EINVAL,
              "t.conf:2: [agent] flag: 'maybe' is not a boolean (use true or false)");
@@ -397,14 +448,22 @@ Test(config, out_of_range)
 Test(config, syntax_errors)
 {
     load_bad("[agent\nname = x\n", MMR_EINVAL, "t.conf:1: section name is not closed with ']'");
-    load_bad("[agent]\n[log ; comment]\n", MMR_EINVAL,
-             "t.conf:2: section name is not closed with ']'");
+    load_bad("[agent]\n  [log\n", MMR_EINVAL, "t.conf:2: section name is not closed with ']'");
+    load_bad("[agent]\n[log = x\n", MMR_EINVAL, "t.conf:2: section name is not closed with ']'");
     load_bad("[agent]\ngarbage\n", MMR_EINVAL,
              "t.conf:2: expected 'key = value', a [section] or a comment, got 'garbage'");
+    load_bad("[agent]\nport: 1\n", MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got 'port: 1'");
     load_bad("[agent]\nname ; = x\n", MMR_EINVAL,
-             "t.conf:2: expected 'key = value', a [section] or a comment, got 'name ; = x'");
-    load_bad("[agent]\nthis line is quite long and has no equals sign at all in it\n",
-             MMR_EINVAL,
+             "t.conf:2: [agent] unknown key 'name ;' (did you mean 'name'?)");
+    load_bad("[agent]\nname: x = y\n", MMR_EINVAL,
+             "t.conf:2: [agent] unknown key 'name: x' (valid keys: 'name', 'count', 'flag', "
+             "'token')");
+    load_bad("[agent]\nname\n", MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got 'name'");
+    load_bad("[agent]\ngarbage   \t\n", MMR_EINVAL,
+             "t.conf:2: expected 'key = value', a [section] or a comment, got 'garbage'");
+    load_bad("[agent]\nthis line is quite long and has no equals sign at all in it\n", MMR_EINVAL,
              "t.conf:2: expected 'key = value', a [section] or a comment, got 'this line is "
              "quite long and has no equal...'");
     load_bad("[agent]\n日本語日本語日本語日本語日本語\n", MMR_EINVAL,
@@ -448,44 +507,136 @@ Test(config, nul_bytes)
 #undef BYTES
 }
 
-Test(config, very_long_lines)
+/* "[agent]\n" then a line of exactly len bytes "name = xxx...", then end. */
+static char *line_of(size_t len, const char *end)
 {
-    char line[400];
-    memset(line, 'x', sizeof(line));
-    char *text = mmr_asprintf("[agent]\nname = %.*s\n", 150, line);
-    load_ok(text);
-    cr_assert_eq(strlen(cfg.name), 150);
-    mmr_config_free(schema, NKEYS, &cfg);
-    free(text);
+    struct mmr_buf b = {0};
+    mmr_buf_appendf(&b, "[agent]\nname = ");
+    size_t fill = len - strlen("name = ");
+    char *x = mmr_malloc(fill);
+    memset(x, 'x', fill);
+    mmr_buf_append(&b, x, fill);
+    free(x);
+    mmr_buf_appendf(&b, "%s", end);
+    return b.data;
+}
 
-    /* Without our reader inih would split this line and read the tail
-     * "count = 7" as a key. */
-    text = mmr_asprintf("[agent]\nname = %.*s count = 7\n", 300, line);
-    mmr_err_clear();
-    cr_assert_eq(mmr_config_load_string("t.conf", text, schema, NKEYS, &cfg), MMR_ETOOBIG);
-    cr_assert(strstr(mmr_err_msg(), "t.conf:2: line is longer than "), "%s", mmr_err_msg());
-    assert_nothing_held();
-    free(text);
-
-    text = mmr_asprintf("[agent]\n; %.*s\n", 390, line);
-    cr_assert_eq(mmr_config_load_string("t.conf", text, schema, NKEYS, &cfg), MMR_ETOOBIG);
+Test(config, line_limit)
+{
+    /* 64 KiB exactly, with either line ending or none. */
+    static const char *const ends[] = {"\n", "\r\n", ""};
+    for (size_t i = 0; i < sizeof(ends) / sizeof(ends[0]); i++) {
+        char *text = line_of(64 * 1024, ends[i]);
+        load_ok(text);
+        cr_assert_eq(strlen(cfg.name), 64 * 1024 - strlen("name = "));
+        mmr_config_free(schema, NKEYS, &cfg);
+        free(text);
+    }
+    char *text = line_of(64 * 1024 + 1, "\ncount = 7\n");
+    load_bad(text, MMR_ETOOBIG, "t.conf:2: line is longer than 65536 bytes");
     free(text);
 }
 
-Test(config, long_japanese_line)
+Test(config, very_long_lines_name_their_line)
 {
-    /* 64 three-byte characters: 192 bytes of value in a 199-byte line. */
+    /* 70 KiB, on line 4, in a file and in a string. */
     struct mmr_buf b = {0};
-    mmr_buf_appendf(&b, "[agent]\nname = ");
-    for (int i = 0; i < 64; i++)
-        mmr_buf_appendf(&b, "日");
-    load_ok(b.data);
-    cr_assert_eq(strlen(cfg.name), 192);
-    mmr_config_free(schema, NKEYS, &cfg);
-    for (int i = 0; i < 40; i++)
-        mmr_buf_appendf(&b, "本");
-    cr_assert_eq(mmr_config_load_string("t.conf", b.data, schema, NKEYS, &cfg), MMR_ETOOBIG);
+    mmr_buf_appendf(&b, "[agent]\n; a comment\ncount = 3\ntoken = ");
+    for (int i = 0; i < 70 * 1024; i++)
+        mmr_buf_append(&b, "k", 1);
+    mmr_buf_appendf(&b, "\nflag = true\n");
+    load_bad(b.data, MMR_ETOOBIG, "t.conf:4: line is longer than 65536 bytes");
+    load_file_bad(b.data, b.len, MMR_ETOOBIG, ":4: line is longer than 65536 bytes");
     mmr_buf_free(&b);
+
+    /* Comments and indentation count too: the limit is on the line as written. */
+    mmr_buf_appendf(&b, "[agent]\n;");
+    for (int i = 0; i < 70 * 1024; i++)
+        mmr_buf_append(&b, " ", 1);
+    load_bad(b.data, MMR_ETOOBIG, "t.conf:2: line is longer than 65536 bytes");
+    mmr_buf_free(&b);
+}
+
+/* An enrollment token as the server makes it: "mmr1." + base64url(JSON) with
+ * the URL, id, secret, CA pin and Japanese organisation and group names,
+ * json_len bytes of JSON. Allocated. */
+static char *make_token(size_t json_len)
+{
+    const char *head =
+        "{\"v\":1,\"url\":\"https://mamori.example.lg.jp:8443\","
+        "\"id\":\"6f1c2b9e-3d47-4a8e-9b21-0c5d7e8f9a10\","
+        "\"ca\":\"3b7e9f0a1c2d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6071829304a5b6c7\","
+        "\"org\":\"東京都総務局デジタル推進課\","
+        "\"group\":\"本庁舎 三階 情報システム担当\","
+        "\"secret\":\"";
+    size_t fixed = strlen(head) + strlen("\"}");
+    cr_assert_gt(json_len, fixed);
+    struct mmr_buf json = {0};
+    mmr_buf_appendf(&json, "%s", head);
+    for (size_t i = 0; i < json_len - fixed; i++)
+        mmr_buf_append(&json, &"Zq3-x_9K"[i % 8], 1);
+    mmr_buf_appendf(&json, "\"}");
+    cr_assert_eq(json.len, json_len);
+
+    char *b64 = mmr_base64_encode(json.data, json.len);
+    mmr_buf_free(&json);
+    struct mmr_buf tok = {0};
+    mmr_buf_appendf(&tok, "mmr1.");
+    for (const char *c = b64; *c && *c != '='; c++) {
+        char u = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+        mmr_buf_append(&tok, &u, 1);
+    }
+    free(b64);
+    return tok.data;
+}
+
+Test(config, enrollment_token_of_400_bytes)
+{
+    /* 296 bytes of JSON: 395 characters of base64url, 400 with "mmr1.". */
+    char *token = make_token(296);
+    cr_assert_eq(strlen(token), 400);
+    char *text = mmr_asprintf("\xEF\xBB\xBF; enrolled by the installer\r\n[agent]\r\n"
+                              "token = %s\r\nname = pc-01\r\n",
+                              token);
+    char *path = write_text("agent.conf", text);
+    cr_assert_eq(mmr_config_load(path, false, schema, NKEYS, &cfg), 0, "%s", mmr_err_msg());
+    cr_assert_str_eq(cfg.token, token);
+    cr_assert_str_eq(cfg.name, "pc-01");
+    char *dump = mmr_config_dump(schema, NKEYS, &cfg);
+    cr_assert(strstr(dump, "token = <redacted>\n"), "%s", dump);
+    cr_assert_null(strstr(dump, "mmr1."));
+    free(dump);
+    remove(path);
+    free(path);
+    free(text);
+    free(token);
+}
+
+Test(config, values_keep_equals_semicolons_and_hashes)
+{
+    /* No inline comments: everything after the first '=' is the value. */
+    load_ok("[agent]\n"
+            "name = a=b ; not a comment # nor this\n"
+            "token = ;leading;=x==#\n"
+            "# a comment\n"
+            "  ; an indented comment\n"
+            "\t# another\n"
+            "flag=on\n");
+    cr_assert_str_eq(cfg.name, "a=b ; not a comment # nor this");
+    cr_assert_str_eq(cfg.token, ";leading;=x==#");
+    cr_assert(cfg.flag);
+    mmr_config_free(schema, NKEYS, &cfg);
+
+    load_ok("[agent]\nname = # starts with a hash\ntoken==\n");
+    cr_assert_str_eq(cfg.name, "# starts with a hash");
+    cr_assert_str_eq(cfg.token, "=");
+    mmr_config_free(schema, NKEYS, &cfg);
+
+    /* A comment after a typed value makes it invalid rather than vanish. */
+    load_bad("[net]\nmode = manual ; was auto\n", MMR_EINVAL,
+             "t.conf:2: [net] mode: 'manual ; was auto' is not one of: auto, manual");
+    load_bad("[net]\nport = 8443 ; default\n", MMR_EINVAL,
+             "t.conf:2: [net] port: '8443 ; default' is not an integer");
 }
 
 Test(config, file_over_one_mebibyte)
@@ -520,8 +671,7 @@ Test(config, message_names_the_file)
 
     cr_assert_eq(mmr_config_load_string(NULL, "[agent]\n", schema, NKEYS, &cfg), 0);
     mmr_config_free(schema, NKEYS, &cfg);
-    cr_assert_eq(mmr_config_load_string(NULL, "[agent]\nbad\n", schema, NKEYS, &cfg),
-                 MMR_EINVAL);
+    cr_assert_eq(mmr_config_load_string(NULL, "[agent]\nbad\n", schema, NKEYS, &cfg), MMR_EINVAL);
     cr_assert(strncmp(mmr_err_msg(), "config:2: ", 10) == 0, "%s", mmr_err_msg());
 }
 
@@ -672,9 +822,23 @@ Test(config, dump_neutralises_control_characters)
 {
     load_ok("");
     free(cfg.name);
-    cfg.name = mmr_strdup("a\nb\x1b");
+    cfg.name = mmr_strdup("a\nb\x1b\r\x7f\tc");
     char *dump = mmr_config_dump(schema, NKEYS, &cfg);
-    cr_assert(strstr(dump, "name = a?b?\n"), "%s", dump);
+    cr_assert(strstr(dump, "name = a?b???\tc\n"), "%s", dump);
+    free(dump);
+}
+
+Test(config, dump_reloads_to_the_same_strings)
+{
+    /* Whatever a file can hold in a string survives a dump and a reload:
+     * '=', ';', '#', '[', tabs inside, a BOM character past line 1. */
+    load_ok("[agent]\nname = [x] a=b\t; c # d \xEF\xBB\xBF 端末 =\n");
+    char *dump = mmr_config_dump(schema, NKEYS, &cfg);
+    struct tcfg again = {0};
+    cr_assert_eq(mmr_config_load_string("dump", dump, schema, NKEYS, &again), 0, "%s\n%s",
+                 mmr_err_msg(), dump);
+    cr_assert_str_eq(again.name, "[x] a=b\t; c # d \xEF\xBB\xBF 端末 =");
+    mmr_config_free(schema, NKEYS, &again);
     free(dump);
 }
 
@@ -704,8 +868,8 @@ Test(parse, size)
         cr_assert_eq(mmr_parse_size(ok[i].s, &v), 0, "%s: %s", ok[i].s, mmr_err_msg());
         cr_assert_eq(v, ok[i].v, "%s", ok[i].s);
     }
-    const char *bad[] = {"", "K", "-1", " 1", "1 ", "1.5M", "10X", "10MM", "10 M", "0x10",
-                         "1KiB", "1P", "+1"};
+    const char *bad[] = {"",     "K",    "-1",   " 1",   "1 ", "1.5M", "10X",
+                         "10MM", "10 M", "0x10", "1KiB", "1P", "+1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         uint64_t v = 1;
         cr_assert_eq(mmr_parse_size(bad[i], &v), MMR_EINVAL, "accepted '%s'", bad[i]);
@@ -743,8 +907,8 @@ Test(parse, duration)
         cr_assert_eq(mmr_parse_duration_ms(ok[i].s, &v), 0, "%s: %s", ok[i].s, mmr_err_msg());
         cr_assert_eq(v, ok[i].v, "%s", ok[i].s);
     }
-    const char *bad[] = {"", "5", "s", "-5s", "5S", "5M", "1h30m", "1.5s", "5 s", "5sec", "ms",
-                         "05x"};
+    const char *bad[] = {"",      "5",    "s",   "-5s",  "5S", "5M",
+                         "1h30m", "1.5s", "5 s", "5sec", "ms", "05x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int64_t v = 1;
         cr_assert_eq(mmr_parse_duration_ms(bad[i], &v), MMR_EINVAL, "accepted '%s'", bad[i]);

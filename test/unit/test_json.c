@@ -20,16 +20,14 @@ static json_t *parse_ok(const char *text)
 }
 
 /* Parses len bytes expecting code; the message must contain fragment. */
-static void parse_bad_n(const char *text, size_t len, size_t depth, int code,
-                        const char *fragment)
+static void parse_bad_n(const char *text, size_t len, size_t depth, int code, const char *fragment)
 {
     json_t *v = (json_t *)(uintptr_t)0x1;
     mmr_err_clear();
     int rc = mmr_json_parse(text, len, depth, &v);
     cr_assert_eq(rc, code, "parse '%.*s' gave %d (%s)", (int)len, text, rc, mmr_err_msg());
     cr_assert_eq(v, (json_t *)(uintptr_t)0x1, "*out written on error");
-    cr_assert(strstr(mmr_err_msg(), fragment), "message '%s' lacks '%s'", mmr_err_msg(),
-              fragment);
+    cr_assert(strstr(mmr_err_msg(), fragment), "message '%s' lacks '%s'", mmr_err_msg(), fragment);
 }
 
 static void parse_bad(const char *text, int code, const char *fragment)
@@ -52,8 +50,17 @@ static char *nested(size_t open, char o, char c)
 
 Test(json_parse, scalars_objects_arrays)
 {
-    const char *docs[] = {"1", "-5", "2.5", "\"x\"", "true", "false", "null", "[]", "{}",
-                          "{\"a\": [1, {\"b\": null}], \"c\": \"d\"}", " \n\t[1]\r\n "};
+    const char *docs[] = {"1",
+                          "-5",
+                          "2.5",
+                          "\"x\"",
+                          "true",
+                          "false",
+                          "null",
+                          "[]",
+                          "{}",
+                          "{\"a\": [1, {\"b\": null}], \"c\": \"d\"}",
+                          " \n\t[1]\r\n "};
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++)
         json_decref(parse_ok(docs[i]));
 }
@@ -124,11 +131,11 @@ Test(json_parse, huge_numbers)
 Test(json_parse, invalid_utf8)
 {
     parse_bad("\"\xff\"", MMR_EINVAL, "unable to decode byte 0xff");
-    parse_bad("\"\xc0\xaf\"", MMR_EINVAL, "0xc0");         /* overlong '/' */
-    parse_bad("\"\xed\xa0\x80\"", MMR_EINVAL, "0xed");     /* UTF-8 encoded surrogate */
-    parse_bad("\"\xe6\x97\"", MMR_EINVAL, "0xe6");         /* truncated sequence */
+    parse_bad("\"\xc0\xaf\"", MMR_EINVAL, "0xc0");             /* overlong '/' */
+    parse_bad("\"\xed\xa0\x80\"", MMR_EINVAL, "0xed");         /* UTF-8 encoded surrogate */
+    parse_bad("\"\xe6\x97\"", MMR_EINVAL, "0xe6");             /* truncated sequence */
     parse_bad("{\"k\xf8\": 1}", MMR_EINVAL, "line 1, column"); /* invalid lead byte in a key */
-    parse_bad("\xef\xbb\xbf{}", MMR_EINVAL, "line 1");     /* BOM is not JSON */
+    parse_bad("\xef\xbb\xbf{}", MMR_EINVAL, "line 1");         /* BOM is not JSON */
     parse_bad("\"\\ud800\"", MMR_EINVAL, "invalid Unicode");
 }
 
@@ -188,8 +195,8 @@ Test(json_depth, brackets_in_strings_do_not_count)
 {
     const char *docs[] = {
         "[\"[[[[[[[[{{{{{{\"]",
-        "[\"\\\"[[[[[[[[[\"]",   /* escaped quote does not end the string */
-        "[\"\\\\\", \"]]]\"]",   /* escaped backslash does end it before the quote */
+        "[\"\\\"[[[[[[[[[\"]", /* escaped quote does not end the string */
+        "[\"\\\\\", \"]]]\"]", /* escaped backslash does end it before the quote */
         "{\"[[[[\": \"{{{{\"}",
     };
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
@@ -229,8 +236,7 @@ Test(json_parse_object, accepts_objects_only)
     json_decref(v);
 
     const char *others[] = {"[]", "1", "\"s\"", "null", "true", "2.5"};
-    const char *names[] = {"an array", "an integer", "a string", "null", "true",
-                           "a real number"};
+    const char *names[] = {"an array", "an integer", "a string", "null", "true", "a real number"};
     for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
         v = (json_t *)(uintptr_t)0x1;
         cr_assert_eq(mmr_json_parse_object(others[i], strlen(others[i]), 4, &v), MMR_EINVAL);
@@ -384,8 +390,7 @@ Test(json_get, path_quotes_unusual_keys)
     memset(longkey, 'k', sizeof(longkey) - 1);
     longkey[sizeof(longkey) - 1] = '\0';
     cr_assert_eq(mmr_json_get_str(scan(), "$.scan", longkey, true, &s), MMR_EINVAL);
-    cr_assert(strstr(mmr_err_msg(), "kkk...\"]: required field is missing"), "%s",
-              mmr_err_msg());
+    cr_assert(strstr(mmr_err_msg(), "kkk...\"]: required field is missing"), "%s", mmr_err_msg());
     cr_assert_lt(strlen(mmr_err_msg()), 120);
 }
 
@@ -408,7 +413,8 @@ Test(json_dump, line_is_compact_sorted_single_line)
     json_t *v = parse_ok("{\"b\": [1, 2.5, \"x\\ny\"], \"a\": {\"z\": null, \"c\": true},"
                          " \"日本\": \"語\"}");
     char *line = mmr_json_dump_line(v);
-    cr_assert_str_eq(line, "{\"a\":{\"c\":true,\"z\":null},\"b\":[1,2.5,\"x\\ny\"],\"日本\":\"語\"}");
+    cr_assert_str_eq(line,
+                     "{\"a\":{\"c\":true,\"z\":null},\"b\":[1,2.5,\"x\\ny\"],\"日本\":\"語\"}");
     cr_assert_null(strchr(line, '\n'));
     free(line);
     json_decref(v);
