@@ -391,8 +391,7 @@ int mmr_hex_decode(const char *hex, uint8_t *out, size_t out_len)
     for (size_t i = 0; i < out_len; i++) {
         int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
-            return mmr_err_set(MMR_EINVAL, "'%c%c' is not a hex byte", hex[2 * i],
-                               hex[2 * i + 1]);
+            return mmr_err_set(MMR_EINVAL, "'%c%c' is not a hex byte", hex[2 * i], hex[2 * i + 1]);
         out[i] = (uint8_t)(hi << 4 | lo);
     }
     return 0;
@@ -719,8 +718,7 @@ int mmr_csr_parse(const char *pem, struct mmr_csr *out)
     /* mbedTLS parses a request without checking its signature: do it here. */
     uint8_t hash[MMR_SHA256_LEN];
     mmr_sha256(csr.cri.p, csr.cri.len, hash);
-    ret = mbedtls_pk_verify(&csr.pk, MBEDTLS_MD_SHA256, hash, sizeof(hash), csr.sig.p,
-                            csr.sig.len);
+    ret = mbedtls_pk_verify(&csr.pk, MBEDTLS_MD_SHA256, hash, sizeof(hash), csr.sig.p, csr.sig.len);
     if (ret != 0) {
         rc = mmr_err_set(MMR_EPERM, "certificate request signature does not verify: %s",
                          mmr_pki_strerror(ret, err, sizeof(err)));
@@ -729,8 +727,7 @@ int mmr_csr_parse(const char *pem, struct mmr_csr *out)
     int count;
     const mbedtls_x509_name *cn = find_attr(&csr.subject, ATTR(MBEDTLS_OID_AT_CN), &count);
     if (count != 1) {
-        rc = mmr_err_set(MMR_EINVAL, "certificate request must name exactly one CN, not %d",
-                         count);
+        rc = mmr_err_set(MMR_EINVAL, "certificate request must name exactly one CN, not %d", count);
         goto out;
     }
     if (!name_ok(cn->val.p, cn->val.len)) {
@@ -839,8 +836,8 @@ int mmr_cert_der_to_pem(const uint8_t *der, size_t len, char **out_pem)
     size_t size = len * 2 + 128;
     unsigned char *buf = mmr_malloc(size);
     size_t olen = 0;
-    int ret = mbedtls_pem_write_buffer(PEM_CERT_BEGIN "\n", PEM_CERT_END "\n", der, len, buf,
-                                       size, &olen);
+    int ret = mbedtls_pem_write_buffer(PEM_CERT_BEGIN "\n", PEM_CERT_END "\n", der, len, buf, size,
+                                       &olen);
     if (ret != 0) {
         free(buf);
         char err[128];
@@ -874,8 +871,8 @@ static int write_general_name(unsigned char **p, unsigned char *start, const cha
         ret = asn1_add(&n, mbedtls_asn1_write_raw_buffer(p, start, ip, ip_len));
         tag = MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7; /* iPAddress */
     } else {
-        ret = asn1_add(&n, mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)name,
-                                                         strlen(name)));
+        ret = asn1_add(
+            &n, mbedtls_asn1_write_raw_buffer(p, start, (const unsigned char *)name, strlen(name)));
         tag = MBEDTLS_ASN1_CONTEXT_SPECIFIC | 2; /* dNSName */
     }
     if (ret == 0)
@@ -897,12 +894,11 @@ static int set_san(mbedtls_x509write_cert *crt, const struct mmr_cert_spec *spec
     if (ret == 0)
         ret = asn1_add(&len, mbedtls_asn1_write_len(&p, buf, len));
     if (ret == 0)
-        ret = asn1_add(&len, mbedtls_asn1_write_tag(&p, buf,
-                                                    MBEDTLS_ASN1_CONSTRUCTED |
-                                                        MBEDTLS_ASN1_SEQUENCE));
+        ret = asn1_add(&len, mbedtls_asn1_write_tag(
+                                 &p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
     if (ret == 0)
-        ret = mbedtls_x509write_crt_set_extension(crt, ATTR(MBEDTLS_OID_SUBJECT_ALT_NAME), 0, p,
-                                                  len);
+        ret =
+            mbedtls_x509write_crt_set_extension(crt, ATTR(MBEDTLS_OID_SUBJECT_ALT_NAME), 0, p, len);
     return ret;
 }
 
@@ -915,9 +911,8 @@ static int set_ext_key_usage(mbedtls_x509write_cert *crt, const char *oid, size_
     if (ret == 0)
         ret = asn1_add(&len, mbedtls_asn1_write_len(&p, buf, len));
     if (ret == 0)
-        ret = asn1_add(&len, mbedtls_asn1_write_tag(&p, buf,
-                                                    MBEDTLS_ASN1_CONSTRUCTED |
-                                                        MBEDTLS_ASN1_SEQUENCE));
+        ret = asn1_add(&len, mbedtls_asn1_write_tag(
+                                 &p, buf, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE));
     if (ret == 0)
         ret = mbedtls_x509write_crt_set_extension(crt, ATTR(MBEDTLS_OID_EXTENDED_KEY_USAGE), 0, p,
                                                   len);
@@ -926,8 +921,7 @@ static int set_ext_key_usage(mbedtls_x509write_cert *crt, const char *oid, size_
 
 static int check_spec(const struct mmr_cert_spec *spec)
 {
-    if (spec->kind != MMR_CERT_CA && spec->kind != MMR_CERT_SERVER &&
-        spec->kind != MMR_CERT_CLIENT)
+    if (spec->kind != MMR_CERT_CA && spec->kind != MMR_CERT_SERVER && spec->kind != MMR_CERT_CLIENT)
         return mmr_err_set(MMR_EINVAL, "certificate kind must be CA, server or client");
     if (!spec->cn)
         return mmr_err_set(MMR_EINVAL, "certificate needs a CN");
@@ -1056,9 +1050,9 @@ static int write_cert(mbedtls_x509write_cert *crt, const struct mmr_cert_spec *s
     if (ret == 0)
         ret = mbedtls_x509write_crt_set_authority_key_identifier(crt);
     if (ret == 0)
-        ret = mbedtls_x509write_crt_set_key_usage(
-            crt, ca ? MBEDTLS_X509_KU_KEY_CERT_SIGN | MBEDTLS_X509_KU_CRL_SIGN
-                    : MBEDTLS_X509_KU_DIGITAL_SIGNATURE);
+        ret = mbedtls_x509write_crt_set_key_usage(crt, ca ? MBEDTLS_X509_KU_KEY_CERT_SIGN |
+                                                                MBEDTLS_X509_KU_CRL_SIGN
+                                                          : MBEDTLS_X509_KU_DIGITAL_SIGNATURE);
     if (ret == 0 && spec->kind == MMR_CERT_SERVER)
         ret = set_ext_key_usage(crt, ATTR(MBEDTLS_OID_SERVER_AUTH));
     if (ret == 0 && spec->kind == MMR_CERT_CLIENT)
@@ -1144,8 +1138,8 @@ static int flag_rank(uint32_t f)
         return 5;
     if (f & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE))
         return 4;
-    if (f & (MBEDTLS_X509_BADCERT_BAD_MD | MBEDTLS_X509_BADCERT_BAD_PK |
-             MBEDTLS_X509_BADCERT_BAD_KEY))
+    if (f &
+        (MBEDTLS_X509_BADCERT_BAD_MD | MBEDTLS_X509_BADCERT_BAD_PK | MBEDTLS_X509_BADCERT_BAD_KEY))
         return 3;
     if (f & (MBEDTLS_X509_BADCERT_KEY_USAGE | MBEDTLS_X509_BADCERT_EXT_KEY_USAGE |
              MBEDTLS_X509_BADCERT_NS_CERT_TYPE))
@@ -1217,8 +1211,8 @@ int mmr_pki_explain(const struct mmr_pki_trace *t, uint32_t flags, const mbedtls
         mmr_time_format(info.not_before_ms, when);
         return mmr_err_set(MMR_EPERM, "%s is not valid before %s", who, when);
     }
-    if (f & (MBEDTLS_X509_BADCERT_BAD_MD | MBEDTLS_X509_BADCERT_BAD_PK |
-             MBEDTLS_X509_BADCERT_BAD_KEY))
+    if (f &
+        (MBEDTLS_X509_BADCERT_BAD_MD | MBEDTLS_X509_BADCERT_BAD_PK | MBEDTLS_X509_BADCERT_BAD_KEY))
         return mmr_err_set(MMR_EPERM,
                            "%s uses an algorithm or key we do not accept (only ECDSA P-256 "
                            "with SHA-256)",
@@ -1274,8 +1268,8 @@ static void san_list(const mbedtls_x509_crt *crt, char *out, size_t size)
             copy_display(name, s->buf.p, s->buf.len < 64 ? s->buf.len : 64);
         } else if (s->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) &&
                    (s->buf.len == 4 || s->buf.len == 16)) {
-            if (uv_inet_ntop(s->buf.len == 4 ? AF_INET : AF_INET6, s->buf.p, name,
-                             sizeof(name)) != 0)
+            if (uv_inet_ntop(s->buf.len == 4 ? AF_INET : AF_INET6, s->buf.p, name, sizeof(name)) !=
+                0)
                 continue;
         } else {
             continue;
@@ -1311,8 +1305,8 @@ static int check_host(const mbedtls_x509_crt *crt, const char *host, const char 
         if (is_ip && s->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && s->buf.len == ip_len &&
             memcmp(s->buf.p, ip, ip_len) == 0)
             return 0;
-        if (!is_ip && s->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 2) &&
-            s->buf.len == host_len && ascii_case_eq(s->buf.p, host, host_len))
+        if (!is_ip && s->buf.tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 2) && s->buf.len == host_len &&
+            ascii_case_eq(s->buf.p, host, host_len))
             return 0;
     }
     char cn[MMR_CERT_NAME_MAX + 1], names[512];

@@ -103,17 +103,17 @@ enum mmr_cert_kind {
 
 /* What to put in a new certificate. */
 struct mmr_cert_spec {
-    enum mmr_cert_kind kind;  /* CA, SERVER or CLIENT */
-    const char *cn;           /* required: printable UTF-8, <= MMR_CERT_NAME_MAX bytes */
-    const char *org;          /* O; NULL or "" for none */
-    const char *org_unit;     /* OU; NULL or "" for none */
-    const uint8_t *serial;    /* big-endian, 1..20 bytes, positive; NULL: 20 random bytes */
+    enum mmr_cert_kind kind; /* CA, SERVER or CLIENT */
+    const char *cn;          /* required: printable UTF-8, <= MMR_CERT_NAME_MAX bytes */
+    const char *org;         /* O; NULL or "" for none */
+    const char *org_unit;    /* OU; NULL or "" for none */
+    const uint8_t *serial;   /* big-endian, 1..20 bytes, positive; NULL: 20 random bytes */
     size_t serial_len;
-    int64_t not_before_ms;    /* validity, UTC ms since the epoch (kept to the second) */
+    int64_t not_before_ms; /* validity, UTC ms since the epoch (kept to the second) */
     int64_t not_after_ms;
-    int max_path_len;         /* CA only: CAs allowed below this one; -1 for no limit */
-    const char *const *san;   /* SERVER: DNS names and IP literals ("localhost", "::1") */
-    size_t san_count;         /* at most MMR_CERT_MAX_SANS */
+    int max_path_len;       /* CA only: CAs allowed below this one; -1 for no limit */
+    const char *const *san; /* SERVER: DNS names and IP literals ("localhost", "::1") */
+    size_t san_count;       /* at most MMR_CERT_MAX_SANS */
 };
 
 /* Issues a certificate for subject_key's public key, signed by issuer_key.
@@ -147,9 +147,9 @@ int mmr_cert_der_to_pem(const uint8_t *der, size_t len, char **out_pem);
 
 /* Extra conditions for mmr_cert_verify; NULL means none. */
 struct mmr_cert_verify_opts {
-    enum mmr_cert_kind kind;  /* the leaf must be fit for this use */
-    const char *expect_cn;    /* the leaf's CN must be exactly this */
-    const char *expect_host;  /* a DNS name or IP literal that the leaf's SANs must hold */
+    enum mmr_cert_kind kind; /* the leaf must be fit for this use */
+    const char *expect_cn;   /* the leaf's CN must be exactly this */
+    const char *expect_host; /* a DNS name or IP literal that the leaf's SANs must hold */
 };
 
 /* Verifies chain_pem (the leaf first, then any intermediates) up to one of the

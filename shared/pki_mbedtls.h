@@ -37,8 +37,8 @@ int mmr_pki_parse_chain(mbedtls_x509_crt *chain, const char *pem, const char *wh
  * most telling reason for a refusal. Pass mmr_pki_trace_cb with a trace as
  * the verification callback. */
 struct mmr_pki_trace {
-    int depth;       /* of the certificate reported; -1: none yet */
-    int rank;        /* how telling its flags are */
+    int depth; /* of the certificate reported; -1: none yet */
+    int rank;  /* how telling its flags are */
     uint32_t flags;
     struct mmr_cert_info cert;
     bool have_leaf;

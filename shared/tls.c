@@ -116,8 +116,8 @@ int mmr_tls_server_new(const struct mmr_tls_server_opts *opts, struct mmr_tls_se
     mbedtls_x509_crt_init(&srv->client_ca);
     mbedtls_ssl_ticket_init(&srv->tickets);
 
-    int rc = load_identity(&srv->chain, &srv->key, opts->cert_chain_pem, opts->key,
-                           MMR_CERT_SERVER, "server certificate");
+    int rc = load_identity(&srv->chain, &srv->key, opts->cert_chain_pem, opts->key, MMR_CERT_SERVER,
+                           "server certificate");
     if (rc < 0)
         goto fail;
     rc = config_common(&srv->conf, MBEDTLS_SSL_IS_SERVER);
@@ -149,8 +149,8 @@ int mmr_tls_server_new(const struct mmr_tls_server_opts *opts, struct mmr_tls_se
         mbedtls_ssl_conf_ca_chain(&srv->conf, &srv->client_ca, NULL);
     }
     mbedtls_ssl_conf_authmode(&srv->conf, authmode);
-    uint32_t lifetime = opts->ticket_lifetime_s ? opts->ticket_lifetime_s
-                                                : DEFAULT_TICKET_LIFETIME_S;
+    uint32_t lifetime =
+        opts->ticket_lifetime_s ? opts->ticket_lifetime_s : DEFAULT_TICKET_LIFETIME_S;
     /* Ticket keys rotate every lifetime; tickets under the previous key stay
      * valid until they expire. */
     if (ret == 0)
@@ -244,8 +244,8 @@ int mmr_tls_client_new(const struct mmr_tls_client_opts *opts, struct mmr_tls_cl
     mbedtls_ssl_conf_authmode(&cli->conf, MBEDTLS_SSL_VERIFY_NONE);
     mbedtls_ssl_conf_session_tickets(&cli->conf, MBEDTLS_SSL_SESSION_TICKETS_ENABLED);
     if (opts->cert_chain_pem) {
-        rc = load_identity(&cli->chain, &cli->key, opts->cert_chain_pem, opts->key,
-                           MMR_CERT_CLIENT, "client certificate");
+        rc = load_identity(&cli->chain, &cli->key, opts->cert_chain_pem, opts->key, MMR_CERT_CLIENT,
+                           "client certificate");
         if (rc < 0)
             goto fail;
         int ret = mbedtls_ssl_conf_own_cert(&cli->conf, &cli->chain, &cli->key);
@@ -362,31 +362,38 @@ static int failed(const struct mmr_tls_conn *c)
     return mmr_err_set(c->fail_rc, "%s", c->fail_msg);
 }
 
+static const struct {
+    int code;
+    const char *name;
+} alerts[] = {
+    {MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY, "close notify"},
+    {MBEDTLS_SSL_ALERT_MSG_UNEXPECTED_MESSAGE, "unexpected message"},
+    {MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC, "bad record MAC"},
+    {MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW, "record overflow"},
+    {MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE, "handshake failure"},
+    {MBEDTLS_SSL_ALERT_MSG_NO_CERT, "no certificate"},
+    {MBEDTLS_SSL_ALERT_MSG_BAD_CERT, "bad certificate"},
+    {MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT, "unsupported certificate"},
+    {MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED, "certificate revoked"},
+    {MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED, "certificate expired"},
+    {MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN, "certificate unknown"},
+    {MBEDTLS_SSL_ALERT_MSG_ILLEGAL_PARAMETER, "illegal parameter"},
+    {MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA, "unknown CA"},
+    {MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED, "access denied"},
+    {MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR, "decode error"},
+    {MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR, "decrypt error"},
+    {MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION, "protocol version"},
+    {MBEDTLS_SSL_ALERT_MSG_INSUFFICIENT_SECURITY, "insufficient security"},
+    {MBEDTLS_SSL_ALERT_MSG_INTERNAL_ERROR, "internal error"},
+    {MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME, "unrecognized name"},
+};
+
 static const char *alert_name(int alert)
 {
-    switch (alert) {
-    case MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY: return "close notify";
-    case MBEDTLS_SSL_ALERT_MSG_UNEXPECTED_MESSAGE: return "unexpected message";
-    case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC: return "bad record MAC";
-    case MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW: return "record overflow";
-    case MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE: return "handshake failure";
-    case MBEDTLS_SSL_ALERT_MSG_NO_CERT: return "no certificate";
-    case MBEDTLS_SSL_ALERT_MSG_BAD_CERT: return "bad certificate";
-    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT: return "unsupported certificate";
-    case MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED: return "certificate revoked";
-    case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED: return "certificate expired";
-    case MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN: return "certificate unknown";
-    case MBEDTLS_SSL_ALERT_MSG_ILLEGAL_PARAMETER: return "illegal parameter";
-    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA: return "unknown CA";
-    case MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED: return "access denied";
-    case MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR: return "decode error";
-    case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return "decrypt error";
-    case MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION: return "protocol version";
-    case MBEDTLS_SSL_ALERT_MSG_INSUFFICIENT_SECURITY: return "insufficient security";
-    case MBEDTLS_SSL_ALERT_MSG_INTERNAL_ERROR: return "internal error";
-    case MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME: return "unrecognized name";
-    default: return "unknown alert";
-    }
+    for (size_t i = 0; i < sizeof(alerts) / sizeof(alerts[0]); i++)
+        if (alerts[i].code == alert)
+            return alerts[i].name;
+    return "unknown alert";
 }
 
 /* Explains an mbedTLS error in terms of what the peer did. */
@@ -419,8 +426,9 @@ static int fail_tls(struct mmr_tls_conn *c, int ret)
         break;
     case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE: {
         int alert = c->ssl.in_msg ? c->ssl.in_msg[1] : -1;
-        rc = mmr_err_set(c->done ? MMR_ECONN : MMR_EPERM, "%s ended the connection with alert '%s' (%d)",
-                         c->peer, alert_name(alert), alert);
+        rc = mmr_err_set(c->done ? MMR_ECONN : MMR_EPERM,
+                         "%s ended the connection with alert '%s' (%d)", c->peer, alert_name(alert),
+                         alert);
         break;
     }
     case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
@@ -456,9 +464,9 @@ static int check_first_bytes(struct mmr_tls_conn *c)
             n++;
         }
         start[n] = '\0';
-        return fail(c, mmr_err_set(MMR_EPROTO,
-                                   "%s sent plain text instead of TLS (it begins \"%s\")", c->peer,
-                                   start));
+        return fail(c,
+                    mmr_err_set(MMR_EPROTO, "%s sent plain text instead of TLS (it begins \"%s\")",
+                                c->peer, start));
     }
     return fail(c, mmr_err_set(MMR_EPROTO, "%s sent data that is not TLS (first byte 0x%02x)",
                                c->peer, p[0]));
@@ -496,8 +504,7 @@ static bool is_ip_literal(const char *host)
     return uv_inet_pton(AF_INET, host, buf) == 0 || uv_inet_pton(AF_INET6, host, buf) == 0;
 }
 
-int mmr_tls_conn_new_client(struct mmr_tls_client *cli, const char *host,
-                            struct mmr_tls_conn **out)
+int mmr_tls_conn_new_client(struct mmr_tls_client *cli, const char *host, struct mmr_tls_conn **out)
 {
     *out = NULL;
     if (!host || !host[0] || strlen(host) > 253)
@@ -546,9 +553,8 @@ int mmr_tls_conn_feed(struct mmr_tls_conn *c, const void *data, size_t len)
         return failed(c);
     size_t pending = c->in_len - c->in_off;
     if (len > MMR_TLS_MAX_INPUT - pending)
-        return fail(c, mmr_err_set(MMR_ETOOBIG,
-                                   "%s sent more than %d bytes that were not read yet", c->peer,
-                                   MMR_TLS_MAX_INPUT));
+        return fail(c, mmr_err_set(MMR_ETOOBIG, "%s sent more than %d bytes that were not read yet",
+                                   c->peer, MMR_TLS_MAX_INPUT));
     if (c->in_off > 0) {
         memmove(c->in, c->in + c->in_off, pending);
         c->in_off = 0;
@@ -578,8 +584,7 @@ static int verify_server(struct mmr_tls_conn *c)
         return mmr_err_set(MMR_EPERM, "server presented no certificate");
     struct mmr_cert_verify_opts opts = {.kind = MMR_CERT_SERVER, .expect_host = c->host};
     if (cli->has_ca)
-        return mmr_pki_verify_chain(chain, &cli->ca, &opts, "server certificate",
-                                    "the trusted CA");
+        return mmr_pki_verify_chain(chain, &cli->ca, &opts, "server certificate", "the trusted CA");
 
     const mbedtls_x509_crt *match = NULL;
     struct mmr_buf held = {0};

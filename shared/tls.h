@@ -31,11 +31,11 @@ enum mmr_tls_client_auth {
 };
 
 struct mmr_tls_server_opts {
-    const char *cert_chain_pem;      /* the server certificate, then the CAs sent with it */
-    const struct mmr_key *key;       /* the server certificate's key (copied) */
-    const char *client_ca_pem;       /* CAs that issue client certificates (unless NONE) */
+    const char *cert_chain_pem; /* the server certificate, then the CAs sent with it */
+    const struct mmr_key *key;  /* the server certificate's key (copied) */
+    const char *client_ca_pem;  /* CAs that issue client certificates (unless NONE) */
     enum mmr_tls_client_auth client_auth;
-    uint32_t ticket_lifetime_s;      /* session tickets: lifetime and key rotation; 0: 1 day */
+    uint32_t ticket_lifetime_s; /* session tickets: lifetime and key rotation; 0: 1 day */
 };
 
 /* Shared by all server connections; read-only once made. */
@@ -162,8 +162,7 @@ int mmr_tls_stream_write_all(struct mmr_tls_stream *s, const void *data, size_t 
 /* Waits up to timeout_ms for plaintext: 0 with *n > 0 bytes, or 0 with
  * *n == 0 when the server closed the session cleanly. MMR_ETIMEDOUT, or
  * MMR_ECONN when the connection ends without close_notify. */
-int mmr_tls_stream_read(struct mmr_tls_stream *s, void *buf, size_t cap, int timeout_ms,
-                        size_t *n);
+int mmr_tls_stream_read(struct mmr_tls_stream *s, void *buf, size_t cap, int timeout_ms, size_t *n);
 /* The connection engine, for mmr_tls_conn_resumed, _peer_cert, _pinned_ca_pem. */
 struct mmr_tls_conn *mmr_tls_stream_conn(struct mmr_tls_stream *s);
 /* Sends close_notify (briefly, best effort), closes the socket and frees. */

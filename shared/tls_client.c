@@ -332,8 +332,7 @@ int mmr_tls_stream_connect(struct mmr_tls_client *cli, const char *host, uint16_
     return 0;
 }
 
-int mmr_tls_stream_write_all(struct mmr_tls_stream *s, const void *data, size_t len,
-                             int timeout_ms)
+int mmr_tls_stream_write_all(struct mmr_tls_stream *s, const void *data, size_t len, int timeout_ms)
 {
     uint64_t deadline = deadline_of(timeout_ms);
     const char *p = data;
@@ -350,8 +349,7 @@ int mmr_tls_stream_write_all(struct mmr_tls_stream *s, const void *data, size_t 
     return 0;
 }
 
-int mmr_tls_stream_read(struct mmr_tls_stream *s, void *buf, size_t cap, int timeout_ms,
-                        size_t *n)
+int mmr_tls_stream_read(struct mmr_tls_stream *s, void *buf, size_t cap, int timeout_ms, size_t *n)
 {
     *n = 0;
     uint64_t deadline = deadline_of(timeout_ms);
@@ -382,8 +380,7 @@ void mmr_tls_stream_close(struct mmr_tls_stream *s)
 {
     if (!s)
         return;
-    if (s->tcp_open && !s->tcp_eof && s->io_error == 0 &&
-        mmr_tls_conn_close_notify(s->tls) == 0)
+    if (s->tcp_open && !s->tcp_eof && s->io_error == 0 && mmr_tls_conn_close_notify(s->tls) == 0)
         flush(s, deadline_of(CLOSE_GRACE_MS));
     destroy(s);
 }
