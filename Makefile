@@ -39,7 +39,7 @@ demo: release
 	@scripts/demo $(REL_DIR)
 
 bench: release
-	@echo "bench: no benchmarks yet (they arrive with the telemetry queue, issue 3)"
+	@scripts/bench $(REL_DIR)
 
 fuzz:
 	@scripts/install-deps --fuzz

@@ -14,6 +14,8 @@ struct mmr_db;
 struct mmr_health;
 struct mmr_control;
 struct mmr_lock;
+struct mmr_queue;
+struct mmr_checkin;
 
 /* Facts about this agent kept in agent.db and mirrored here, so that status
  * never touches the disk on the loop thread. */
@@ -36,6 +38,8 @@ struct mmr_agent {
     struct mmr_db *db;
     struct mmr_health *health;
     struct mmr_control *control;
+    struct mmr_queue *queue;
+    struct mmr_checkin *checkin;
     struct mmr_agent_state state;
     int64_t started_ms;
     uint64_t started_mono_ms;

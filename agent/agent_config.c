@@ -20,6 +20,9 @@ const struct mmr_cfg_key mmr_agent_config_schema[] = {
         "directory holding agent.db, keys and logs (default: the system's data directory)"),
     KEY("agent", "run_dir", MMR_CFG_STRING, run_dir, NULL, 0, 0, NULL, false,
         "directory of the local IPC socket (default: /run/mamori, or data_dir with --data-dir)"),
+    KEY("agent", "hardware_id", MMR_CFG_STRING, hardware_id, NULL, 0, 0, NULL, false,
+        "identifier of this computer for enrollment (default: SMBIOS UUID or machine-id; "
+        "set it on cloned virtual machines)"),
     KEY("log", "level", MMR_CFG_ENUM, log_level, "info", 0, 0, log_levels, false,
         "least severe level written: debug, info, warn, error"),
     KEY("log", "file", MMR_CFG_STRING, log_file, NULL, 0, 0, NULL, false,

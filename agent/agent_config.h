@@ -11,6 +11,7 @@
 struct mmr_agent_config {
     char *data_dir;     /* [agent] data_dir */
     char *run_dir;      /* [agent] run_dir: where the IPC socket lives */
+    char *hardware_id;  /* [agent] hardware_id: overrides the machine's identifier */
     char *log_level;    /* [log] level */
     char *log_file;     /* [log] file; empty: <data_dir>/logs/agent.log */
     uint64_t log_max_size;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/queue.h"
 #include "shared/err.h"
 #include "shared/mem.h"
 #include "shared/platform.h"
@@ -14,6 +15,7 @@ static const struct mmr_db_migration migrations[] = {
         "  value TEXT NOT NULL,"
         "  updated_ms INTEGER NOT NULL"
         ") WITHOUT ROWID;"},
+    {2, mmr_queue_schema_sql}, /* the telemetry queue's tables */
 };
 
 int mmr_agent_db_open(const char *path, struct mmr_db **out)

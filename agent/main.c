@@ -9,6 +9,10 @@
 
 #include "agent/agent.h"
 #include "agent/agent_db.h"
+#include "agent/checkin.h"
+#include "agent/enroll.h"
+#include "agent/events.h"
+#include "agent/queue.h"
 #include "agent/control.h"
 #include "agent/diag.h"
 #include "agent/health.h"
@@ -26,6 +30,8 @@ enum exit_code {
     EXIT_CONFIG = 2,
     EXIT_RUNNING = 3,
     EXIT_STARTUP = 4,
+    EXIT_REFUSED = 5,
+    EXIT_UNREACHABLE = 6,
 };
 
 struct runtime {
@@ -41,7 +47,10 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: mamori-agent [OPTIONS]\n"
-            "Runs the Mamori endpoint agent.\n\n"
+            "       mamori-agent enroll TOKEN [--data-dir DIR] [--config FILE]\n"
+            "Runs the Mamori endpoint agent, or enrolls this computer with a token.\n"
+            "(Silent installs put the token in agent.conf, [server] enroll_token,\n"
+            "and the agent enrolls at its first start.)\n\n"
             "  -f, --foreground     stay in the foreground and log to stderr\n"
             "      --data-dir DIR   data directory (default %s); the IPC socket\n"
             "                       then lives in DIR too\n"
@@ -50,8 +59,9 @@ static void usage(FILE *out)
             "      --version        print the version and exit\n"
             "  -h, --help           print this help and exit\n\n"
             "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the configuration.\n"
-            "Exit codes: 0 stopped cleanly, 1 usage, 2 configuration error,\n"
-            "3 another agent runs on this data directory, 4 start-up failure.\n",
+            "Exit codes: 0 stopped cleanly (or enrolled), 1 usage, 2 configuration error,\n"
+            "3 another agent runs on this data directory, 4 start-up failure,\n"
+            "5 enrollment refused by the server, 6 server unreachable.\n",
             mmr_default_data_dir(), mmr_default_config_path());
 }
 
@@ -98,6 +108,8 @@ static void stop(struct runtime *rt, const char *why)
 {
     mmr_info("agent", "stopping", "reason=%s", why);
     mmr_service_notify("STOPPING=1");
+    mmr_checkin_stop(rt->agent.checkin);
+    rt->agent.checkin = NULL;
     mmr_control_stop(rt->agent.control);
     uv_close((uv_handle_t *)&rt->sig_term, NULL);
     uv_close((uv_handle_t *)&rt->sig_int, NULL);
@@ -173,16 +185,43 @@ static int prepare_dirs(struct mmr_agent *a)
     return rc;
 }
 
+static void on_critical(void *arg)
+{
+    struct mmr_agent *a = arg;
+    if (a->checkin)
+        mmr_checkin_wake(a->checkin, true);
+}
+
+static int start_uplink(struct mmr_agent *a)
+{
+    struct mmr_queue_opts qo = {.on_critical = on_critical, .arg = a};
+    int rc = mmr_queue_open(a->db_path, a->loop, &qo, &a->queue);
+    if (rc < 0) {
+        mmr_health_set(a->health, "queue", MMR_HEALTH_FAILED, mmr_err_msg());
+        return rc;
+    }
+    mmr_health_set(a->health, "queue", MMR_HEALTH_OK, NULL);
+    struct mmr_checkin_opts co = {.data_dir = a->cfg.data_dir, .db_path = a->db_path,
+                                  .enroll_token = a->cfg.enroll_token,
+                                  .hardware_id = a->cfg.hardware_id, .queue = a->queue,
+                                  .health = a->health};
+    return mmr_checkin_start(&co, &a->checkin);
+}
+
 static int start_modules(struct runtime *rt)
 {
     struct mmr_agent *a = &rt->agent;
-    int rc = mmr_control_start(a->loop, a->endpoint, NULL, &a->control);
+    int rc = start_uplink(a);
+    if (rc < 0)
+        return rc;
+    rc = mmr_control_start(a->loop, a->endpoint, NULL, &a->control);
     if (rc < 0) {
         mmr_health_set(a->health, "control", MMR_HEALTH_FAILED, mmr_err_msg());
         return rc;
     }
     mmr_status_register(a->control, a);
     mmr_diag_register(a->control, a);
+    mmr_events_register(a->control, a);
     mmr_control_register(a->control, "reload", true, handle_reload, rt);
     mmr_health_set(a->health, "control", MMR_HEALTH_OK, a->endpoint);
     return 0;
@@ -210,6 +249,11 @@ static int run(struct runtime *rt)
         mmr_service_notify("READY=1");
     }
     uv_run(a->loop, UV_RUN_DEFAULT);
+    mmr_checkin_stop(a->checkin); /* after a start-up failure */
+    a->checkin = NULL;
+    mmr_queue_close(a->queue);
+    a->queue = NULL;
+    uv_run(a->loop, UV_RUN_NOWAIT); /* the queue's closing handle */
     mmr_control_free(a->control);
     uv_loop_close(a->loop);
     return rc;
@@ -226,6 +270,31 @@ static void cleanup(struct mmr_agent *a)
     free(a->db_path);
     free(a->endpoint);
     mmr_log_close();
+}
+
+/* `mamori-agent enroll TOKEN`: enrolls now, in the foreground. */
+static int enroll_now(struct mmr_agent *a, const char *token)
+{
+    struct mmr_log_opts lo = {.level = MMR_LOG_INFO, .to_stderr = false,
+                              .file_path = a->cfg.log_file};
+    mmr_log_open(&lo);
+    a->db_path = mmr_path_join(a->cfg.data_dir, "agent.db");
+    int rc = mmr_agent_db_open(a->db_path, &a->db);
+    char *device_id = NULL;
+    if (rc == 0) {
+        struct mmr_enroll_opts eo = {.data_dir = a->cfg.data_dir, .token = token,
+                                     .hardware_id = a->cfg.hardware_id};
+        rc = mmr_enroll(&eo, a->db, &device_id);
+    }
+    if (rc < 0) {
+        fprintf(stderr, "mamori-agent: %s\n", mmr_err_msg());
+        return rc == MMR_EPERM ? EXIT_REFUSED
+               : rc == MMR_ECONN || rc == MMR_ETIMEDOUT ? EXIT_UNREACHABLE
+                                                        : EXIT_STARTUP;
+    }
+    printf("Enrolled as device %s. Start the agent to check in.\n", device_id);
+    free(device_id);
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv)
@@ -250,11 +319,15 @@ int main(int argc, char **argv)
         default: usage(stderr); return EXIT_USAGE;
         }
     }
-    if (optind < argc) {
+    const char *enroll_token = NULL;
+    if (optind + 2 == argc && strcmp(argv[optind], "enroll") == 0) {
+        enroll_token = argv[optind + 1];
+    } else if (optind < argc) {
         fprintf(stderr, "mamori-agent: unexpected argument '%s'\n", argv[optind]);
         usage(stderr);
         return EXIT_USAGE;
     }
+    mmr_process_ignore_sigpipe();
 
     mmr_process_private_files();
     a->started_ms = mmr_time_now_ms();
@@ -274,6 +347,19 @@ int main(int argc, char **argv)
     }
     char *lock_path = mmr_path_join(a->cfg.data_dir, "agent.lock");
     int rc = mmr_lock_acquire(lock_path, &a->lock);
+    if (rc == MMR_EBUSY && enroll_token) {
+        free(lock_path);
+        fprintf(stderr, "mamori-agent: the agent is running on %s; stop it first, or put the "
+                        "token in agent.conf ([server] enroll_token) and restart it\n",
+                a->cfg.data_dir);
+        code = EXIT_RUNNING;
+        goto out;
+    }
+    if (rc == 0 && enroll_token) {
+        free(lock_path);
+        code = enroll_now(a, enroll_token);
+        goto out;
+    }
     if (rc == 0 && !a->foreground && !mmr_service_managed()) {
         /* Locks do not survive fork: check first (so the refusal reaches the
          * terminal), then take the lock again in the daemon. */

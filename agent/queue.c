@@ -25,8 +25,18 @@
  *   restarts); later drops then open a new episode. Days offline give one
  *   gap event, not thousands. A gap row is accounted at a fixed size so that
  *   rewriting it never changes the byte total.
+ * - Events to drop are found by a scan in seq order from a cursor per
+ *   severity (amortized O(1) per event), not through an index on (severity,
+ *   seq): that index cost a third of the enqueue rate. Only Critical events
+ *   have a (partial) index, to send them ahead of a backlog.
  * - Bytes are "accounted bytes": type + data + 64 per event, about the size of
  *   the event in the upload JSON; not SQLite's page usage.
+ * - Data is checked on push (and again when read back) to be what the
+ *   server's parser accepts; a scanner that allocates nothing vouches for
+ *   ordinary documents and jansson decides the rest (see data_ok).
+ * - Events with severity, type and data out of shape are refused at push;
+ *   a transaction that fails (full disk, I/O error) fails all of its events,
+ *   each told so, and the writer goes on with the next batch.
  * - Counters by severity are computed at open (bounded by the byte cap) and
  *   then kept in memory by the only writer; the dropped counters and the
  *   last seq are persisted in queue_meta.
@@ -56,9 +66,9 @@
 
 #define MOD "queue"
 
-#define DEFAULT_MAX_PENDING 65536
+#define DEFAULT_MAX_PENDING       65536
 #define DEFAULT_MAX_PENDING_BYTES (16u * 1024 * 1024)
-#define DEFAULT_MAX_BATCH 4096
+#define DEFAULT_MAX_BATCH         4096
 /* A transaction's events stay within SQLite's default page cache (2 MiB):
  * a larger one spills pages to the WAL before its commit, which is slower. */
 #define MAX_BATCH_BYTES (1024 * 1024)
@@ -67,7 +77,7 @@
 #define EVENT_OVERHEAD MMR_QUEUE_EVENT_OVERHEAD
 /* A gap event's data never exceeds this; its row is accounted at GAP_SIZE. */
 #define GAP_DATA_MAX MMR_QUEUE_GAP_DATA_MAX
-#define GAP_SIZE MMR_QUEUE_GAP_SIZE
+#define GAP_SIZE     MMR_QUEUE_GAP_SIZE
 _Static_assert(MMR_QUEUE_GAP_SIZE == EVENT_OVERHEAD + sizeof(MMR_QUEUE_GAP_TYPE) - 1 + GAP_DATA_MAX,
                "the gap event's accounted size");
 /* Rows fetched per step when choosing events to drop. */
@@ -75,7 +85,7 @@ _Static_assert(MMR_QUEUE_GAP_SIZE == EVENT_OVERHEAD + sizeof(MMR_QUEUE_GAP_TYPE)
 /* Longest error message handed back with a failed event. */
 #define ERRMSG_MAX 512
 
-const char *const mmr_queue_schema_sql =
+const char mmr_queue_schema_sql[] =
     "CREATE TABLE IF NOT EXISTS queue_events ("
     "  seq INTEGER PRIMARY KEY,"
     "  time_ms INTEGER NOT NULL,"
@@ -95,9 +105,8 @@ const char *const mmr_queue_schema_sql =
 static const char SQL_INSERT[] =
     "INSERT INTO queue_events(seq, time_ms, severity, type, data, size) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-static const char SQL_META_PUT[] =
-    "INSERT INTO queue_meta(key, value) VALUES (?1, ?2) "
-    "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+static const char SQL_META_PUT[] = "INSERT INTO queue_meta(key, value) VALUES (?1, ?2) "
+                                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value";
 /* Drop candidates are found by scanning in seq order from a per-severity
  * cursor rather than through an index on (severity, seq): such an index cost
  * a third of the enqueue rate, and the cursors make the scans amortized
@@ -229,6 +238,13 @@ static uint64_t total_rows(const struct dbstate *s)
     return n;
 }
 
+/* Counters follow the rows; a file altered behind the queue's back must not
+ * make them wrap around. */
+static uint64_t sub_floor(uint64_t a, uint64_t b)
+{
+    return a > b ? a - b : 0;
+}
+
 static size_t item_size(const struct item *it)
 {
     return EVENT_OVERHEAD + it->type_len + it->data_len;
@@ -336,7 +352,8 @@ static int drop_severity(struct mmr_queue *q, struct dbstate *s, int sev, uint64
         sqlite3_bind_int64(st, 2, (sqlite3_int64)cursor);
         sqlite3_bind_int(st, 3, DROP_CHUNK);
         int step = SQLITE_DONE, seen = 0;
-        while ((rows < need_rows || bytes < need_bytes) && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        while ((rows < need_rows || bytes < need_bytes) &&
+               (step = sqlite3_step(st)) == SQLITE_ROW) {
             last = (uint64_t)sqlite3_column_int64(st, 0);
             bytes += (uint64_t)sqlite3_column_int64(st, 1);
             rows++;
@@ -408,8 +425,8 @@ static int enforce_limits(struct mmr_queue *q, struct dbstate *s)
         rc = drop_severity(q, s, sev, need_rows, need_bytes, &nrows, &nbytes);
         if (rc < 0)
             return rc;
-        s->depth[sev] -= nrows;
-        s->bytes -= nbytes;
+        s->depth[sev] = sub_floor(s->depth[sev], nrows);
+        s->bytes = sub_floor(s->bytes, nbytes);
         s->dropped[sev] += nrows;
         s->gap_dropped[sev] += nrows;
         if (nrows) {
@@ -489,8 +506,8 @@ fail:
  * no loop (before the event counts as handled, so that a flush sees them
  * done), waiters wake, other callbacks go to the loop thread. Called without
  * any lock held. */
-static void finish_batch(struct mmr_queue *q, struct item *batch, size_t n, int rc,
-                         bool critical, uint64_t gen)
+static void finish_batch(struct mmr_queue *q, struct item *batch, size_t n, int rc, bool critical,
+                         uint64_t gen)
 {
     struct item *it = batch;
     for (size_t i = 0; i < n; i++, it = it->next) {
@@ -549,8 +566,8 @@ static void finish_batch(struct mmr_queue *q, struct item *batch, size_t n, int 
 static void log_outcome(struct mmr_queue *q, int rc, size_t n)
 {
     if (rc < 0 && !q->failing)
-        mmr_warn(MOD, "storing events failed", "events=%zu code=%s err=\"%s\"", n,
-                 mmr_err_name(rc), mmr_err_msg());
+        mmr_warn(MOD, "storing events failed", "events=%zu code=%s err=\"%s\"", n, mmr_err_name(rc),
+                 mmr_err_msg());
     else if (rc == 0 && q->failing)
         mmr_info(MOD, "storing events works again", "events=%zu", n);
     q->failing = rc < 0;
@@ -684,9 +701,8 @@ static int load_state(struct mmr_queue *q)
     sqlite3_reset(st);
     q->s.next_seq = (max_seq > last_seq ? max_seq : last_seq) + 1;
 
-    rc = mmr_db_stmt(q->db,
-                     "SELECT severity, count(*), total(size) FROM queue_events GROUP BY severity",
-                     &st);
+    rc = mmr_db_stmt(
+        q->db, "SELECT severity, count(*), total(size) FROM queue_events GROUP BY severity", &st);
     if (rc < 0)
         return rc;
     int step;
@@ -1083,8 +1099,8 @@ static int make_item(const struct mmr_event *ev, struct item **out)
         return mmr_err_set(MMR_EINVAL, "queueing an event: '%s' events are the queue's own",
                            MMR_QUEUE_GAP_TYPE);
     if (ev->severity < MMR_SEV_LOW || ev->severity > MMR_SEV_CRITICAL)
-        return mmr_err_set(MMR_EINVAL, "queueing a %s event: severity %d is not 0 to 3",
-                           ev->type, ev->severity);
+        return mmr_err_set(MMR_EINVAL, "queueing a %s event: severity %d is not 0 to 3", ev->type,
+                           ev->severity);
     if (ev->time_ms < 0)
         return mmr_err_set(MMR_EINVAL, "queueing a %s event: negative time", ev->type);
     const char *data = ev->data ? ev->data : "{}";
@@ -1093,8 +1109,7 @@ static int make_item(const struct mmr_event *ev, struct item **out)
         return mmr_err_set(MMR_ETOOBIG, "queueing a %s event: data of %zu bytes (limit %d)",
                            ev->type, data_len, MMR_QUEUE_MAX_DATA);
     if (!data_ok(data, data_len))
-        return mmr_err_wrap(MMR_EINVAL, "queueing a %s event: data is not a JSON object",
-                            ev->type);
+        return mmr_err_wrap(MMR_EINVAL, "queueing a %s event: data is not a JSON object", ev->type);
     struct item *it = mmr_malloc(sizeof(*it) + type_len + data_len + 2);
     memset(it, 0, sizeof(*it));
     it->time_ms = ev->time_ms ? ev->time_ms : mmr_time_now_ms();
@@ -1163,8 +1178,7 @@ int mmr_queue_push(struct mmr_queue *q, const struct mmr_event *ev, mmr_queue_cb
     return push(q, ev, cb, arg, false);
 }
 
-int mmr_queue_push_wait(struct mmr_queue *q, const struct mmr_event *ev, mmr_queue_cb cb,
-                        void *arg)
+int mmr_queue_push_wait(struct mmr_queue *q, const struct mmr_event *ev, mmr_queue_cb cb, void *arg)
 {
     return push(q, ev, cb, arg, true);
 }
@@ -1225,24 +1239,34 @@ void mmr_queue_stats(struct mmr_queue *q, struct mmr_queue_stats *out)
 
 /* ---- readers ------------------------------------------------------------------- */
 
-/* A stored row is re-checked before it goes out: one damaged row must not
- * make every later batch unacceptable to the server. */
+/* A stored row (columns seq, time_ms, severity, type, data) is re-checked
+ * before it goes out: one damaged row must not make every later batch
+ * unacceptable to the server, nor break a reader of the tail. */
+static void row_text(sqlite3_stmt *st, const char **type, size_t *type_len, const char **data,
+                     size_t *data_len)
+{
+    *type = (const char *)sqlite3_column_text(st, 3);
+    *type_len = (size_t)sqlite3_column_bytes(st, 3);
+    *data = (const char *)sqlite3_column_text(st, 4);
+    *data_len = (size_t)sqlite3_column_bytes(st, 4);
+    if (!*type || !type_ok(*type, *type_len)) {
+        *type = "agent.unreadable";
+        *type_len = strlen(*type);
+    }
+    if (!*data || !data_ok(*data, *data_len)) {
+        *data = "{\"unreadable\":true}";
+        *data_len = strlen(*data);
+    }
+}
+
 static void append_event(struct mmr_buf *b, sqlite3_stmt *st)
 {
-    const char *type = (const char *)sqlite3_column_text(st, 3);
-    size_t type_len = (size_t)sqlite3_column_bytes(st, 3);
-    const char *data = (const char *)sqlite3_column_text(st, 4);
-    size_t data_len = (size_t)sqlite3_column_bytes(st, 4);
-    if (!type || !type_ok(type, type_len)) {
-        type = "agent.unreadable";
-        type_len = strlen(type);
-    }
-    if (!data || !data_ok(data, data_len)) {
-        data = "{\"unreadable\":true}";
-        data_len = strlen(data);
-    }
-    mmr_buf_appendf(b, "%s{\"seq\":%" PRId64 ",\"time\":%" PRId64 ",\"type\":\"", b->len > 1 ? "," : "",
-                    (int64_t)sqlite3_column_int64(st, 0), (int64_t)sqlite3_column_int64(st, 1));
+    const char *type, *data;
+    size_t type_len, data_len;
+    row_text(st, &type, &type_len, &data, &data_len);
+    mmr_buf_appendf(b, "%s{\"seq\":%" PRId64 ",\"time\":%" PRId64 ",\"type\":\"",
+                    b->len > 1 ? "," : "", (int64_t)sqlite3_column_int64(st, 0),
+                    (int64_t)sqlite3_column_int64(st, 1));
     mmr_buf_append(b, type, type_len);
     mmr_buf_appendf(b, "\",\"severity\":%d,\"data\":", sqlite3_column_int(st, 2));
     mmr_buf_append(b, data, data_len);
@@ -1390,8 +1414,8 @@ int mmr_queue_ack(struct mmr_queue *q, uint64_t upto_seq)
         int sev = sqlite3_column_int(st, 0);
         if (sev < 0 || sev >= MMR_SEV_COUNT)
             continue;
-        s.depth[sev] -= (uint64_t)sqlite3_column_int64(st, 1);
-        s.bytes -= (uint64_t)sqlite3_column_double(st, 2);
+        s.depth[sev] = sub_floor(s.depth[sev], (uint64_t)sqlite3_column_int64(st, 1));
+        s.bytes = sub_floor(s.bytes, (uint64_t)sqlite3_column_double(st, 2));
     }
     sqlite3_reset(st);
     if (step != SQLITE_DONE) {
@@ -1438,49 +1462,49 @@ int mmr_queue_tail(struct mmr_queue *q, size_t n, struct mmr_event **out, size_t
     *count = 0;
     if (n == 0)
         return 0;
-    uv_mutex_lock(&q->dbmu);
-    uint64_t stored = total_rows(&q->s);
-    size_t cap = n < stored ? n : (size_t)stored;
-    struct mmr_event *ev = cap ? mmr_calloc(cap, sizeof(*ev)) : NULL;
-    size_t got = 0;
+    struct mmr_event *ev = NULL;
+    size_t got = 0, cap = 0;
     sqlite3_stmt *st;
+    uv_mutex_lock(&q->dbmu);
     int rc = mmr_db_stmt(q->db, SQL_TAIL, &st);
     if (rc == 0) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)cap);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)(n > INT64_MAX ? INT64_MAX : n));
         int step;
-        while (got < cap && (step = sqlite3_step(st)) == SQLITE_ROW) {
-            const char *type = (const char *)sqlite3_column_text(st, 3);
-            size_t type_len = (size_t)sqlite3_column_bytes(st, 3);
-            const char *data = (const char *)sqlite3_column_text(st, 4);
-            size_t data_len = (size_t)sqlite3_column_bytes(st, 4);
+        while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+            const char *type, *data;
+            size_t type_len, data_len;
+            row_text(st, &type, &type_len, &data, &data_len);
             char *block = mmr_malloc(type_len + data_len + 2);
-            memcpy(block, type ? type : "", type_len);
+            memcpy(block, type, type_len);
             block[type_len] = '\0';
-            memcpy(block + type_len + 1, data ? data : "", data_len);
+            memcpy(block + type_len + 1, data, data_len);
             block[type_len + 1 + data_len] = '\0';
-            /* Newest first from SQLite; filled from the end to give oldest first. */
-            struct mmr_event *e = &ev[cap - 1 - got];
-            e->seq = (uint64_t)sqlite3_column_int64(st, 0);
-            e->time_ms = sqlite3_column_int64(st, 1);
-            e->severity = sqlite3_column_int(st, 2);
-            e->type = block;
-            e->data = block + type_len + 1;
-            got++;
+            if (got == cap) {
+                cap = cap ? cap * 2 : 64;
+                ev = mmr_realloc(ev, cap * sizeof(*ev));
+            }
+            ev[got++] = (struct mmr_event){
+                .seq = (uint64_t)sqlite3_column_int64(st, 0),
+                .time_ms = sqlite3_column_int64(st, 1),
+                .severity = sqlite3_column_int(st, 2),
+                .type = block,
+                .data = block + type_len + 1,
+            };
         }
-        if (got < cap && step != SQLITE_DONE)
+        if (step != SQLITE_DONE)
             rc = mmr_db_error(q->db, "reading recent events");
         sqlite3_reset(st);
     }
     uv_mutex_unlock(&q->dbmu);
-    if (rc == 0 && got < cap) {
-        /* Fewer rows than counted: keep the filled end, oldest first. */
-        memmove(ev, ev + (cap - got), got * sizeof(*ev));
-    }
     if (rc < 0) {
-        for (size_t i = 0; i < got; i++)
-            free((char *)ev[cap - 1 - i].type);
-        free(ev);
+        mmr_queue_events_free(ev, got);
         return rc;
+    }
+    /* Newest first from SQLite; oldest first for the caller. */
+    for (size_t i = 0; i < got / 2; i++) {
+        struct mmr_event t = ev[i];
+        ev[i] = ev[got - 1 - i];
+        ev[got - 1 - i] = t;
     }
     *out = ev;
     *count = got;

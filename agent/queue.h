@@ -18,7 +18,7 @@ enum mmr_severity {
 };
 #define MMR_SEV_COUNT 4
 
-#define MMR_QUEUE_DEFAULT_MAX_ROWS 1000000u
+#define MMR_QUEUE_DEFAULT_MAX_ROWS  1000000u
 #define MMR_QUEUE_DEFAULT_MAX_BYTES (64u * 1024 * 1024)
 /* Largest type and data accepted by a push (MMR_ETOOBIG beyond). */
 #define MMR_QUEUE_MAX_TYPE 64
@@ -29,13 +29,13 @@ enum mmr_severity {
  * per event (about its size in an upload); an agent.gap event, rewritten in
  * place as its counts grow, always counts MMR_QUEUE_GAP_SIZE. */
 #define MMR_QUEUE_EVENT_OVERHEAD 64
-#define MMR_QUEUE_GAP_DATA_MAX 192
-#define MMR_QUEUE_GAP_SIZE (MMR_QUEUE_EVENT_OVERHEAD + 9 + MMR_QUEUE_GAP_DATA_MAX)
+#define MMR_QUEUE_GAP_DATA_MAX   192
+#define MMR_QUEUE_GAP_SIZE       (MMR_QUEUE_EVENT_OVERHEAD + 9 + MMR_QUEUE_GAP_DATA_MAX)
 
 /* The queue's tables, as idempotent SQL (CREATE ... IF NOT EXISTS). agent.db's
  * migration list includes it as one migration; the queue also runs it at
  * open, so that it works on a file of its own (tests, tools) too. */
-extern const char *const mmr_queue_schema_sql;
+extern const char mmr_queue_schema_sql[];
 
 /* One event. On push: seq is ignored (the queue assigns it), time_ms 0 means
  * now, data is a JSON object as text (NULL means {}); the queue copies what it
@@ -52,7 +52,8 @@ struct mmr_event {
 /* Called once per pushed event after its transaction ended: rc 0 and its seq
  * when it is durably stored, or a negative MMR_E* code (MMR_ENOSPC on a full
  * disk) with the explanation in mmr_err_msg(). Runs on the loop thread given
- * to mmr_queue_open, or on the writer thread when that loop is NULL. */
+ * to mmr_queue_open, or on the writer thread when that loop is NULL (then it
+ * must not wait on the queue: no push_sync, push_wait or flush). */
 typedef void (*mmr_queue_cb)(void *arg, int rc, uint64_t seq);
 
 struct mmr_queue_opts {

@@ -1,7 +1,13 @@
 /* Builds the status document from the agent's in-memory state. */
 #include "agent/status.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent/checkin.h"
 #include "agent/control.h"
+#include "agent/queue.h"
 #include "agent/health.h"
 #include "mamori_version.h"
 #include "shared/platform.h"
@@ -21,6 +27,22 @@ static json_t *time_or_null(int64_t ms)
     return json_string(buf);
 }
 
+static json_t *queue_json(struct mmr_queue *q)
+{
+    if (!q)
+        return json_null();
+    struct mmr_queue_stats qs;
+    mmr_queue_stats(q, &qs);
+    return json_pack("{s:I,s:I,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I},s:o,s:I,s:I,s:I}", "depth",
+                     (json_int_t)qs.events, "bytes", (json_int_t)qs.bytes, "by_severity", "low",
+                     (json_int_t)qs.depth[0], "medium", (json_int_t)qs.depth[1], "high",
+                     (json_int_t)qs.depth[2], "critical", (json_int_t)qs.depth[3], "dropped",
+                     "low", (json_int_t)qs.dropped[0], "medium", (json_int_t)qs.dropped[1], "high",
+                     (json_int_t)qs.dropped[2], "oldest", time_or_null(qs.oldest_ms), "last_seq",
+                     (json_int_t)qs.last_seq, "max_events", (json_int_t)qs.max_rows, "max_bytes",
+                     (json_int_t)qs.max_bytes);
+}
+
 json_t *mmr_status_collect(const struct mmr_agent *a)
 {
     json_t *agent = json_object();
@@ -34,23 +56,49 @@ json_t *mmr_status_collect(const struct mmr_agent *a)
     json_object_set_new(agent, "config", json_string(a->config_path));
     json_object_set_new(agent, "endpoint", json_string(a->endpoint));
 
+    /* The check-in thread's view is the live one; agent.db's the fallback. */
+    struct mmr_checkin_status cs;
+    memset(&cs, 0, sizeof(cs));
+    if (a->checkin)
+        mmr_checkin_status(a->checkin, &cs);
+    else {
+        cs.enrolled = a->state.device_id != NULL;
+        snprintf(cs.device_id, sizeof(cs.device_id), "%s",
+                 a->state.device_id ? a->state.device_id : "");
+        cs.last_checkin_ms = a->state.last_checkin_ms;
+        snprintf(cs.last_result, sizeof(cs.last_result), "%s",
+                 a->state.last_checkin_result ? a->state.last_checkin_result : "");
+        cs.policy_version = a->state.policy_version ? strtoll(a->state.policy_version, NULL, 10)
+                                                    : 0;
+    }
     json_t *enrollment = json_object();
-    json_object_set_new(enrollment, "enrolled", json_boolean(a->state.device_id != NULL));
-    json_object_set_new(enrollment, "device_id", str_or_null(a->state.device_id));
-    json_object_set_new(enrollment, "server", str_or_null(a->cfg.server_url));
+    json_object_set_new(enrollment, "enrolled", json_boolean(cs.enrolled));
+    json_object_set_new(enrollment, "device_id", str_or_null(cs.device_id));
+    json_object_set_new(enrollment, "server",
+                        str_or_null(cs.server[0] ? cs.server : a->cfg.server_url));
+    json_object_set_new(enrollment, "group", str_or_null(cs.group));
+    json_object_set_new(enrollment, "certificate_expires", time_or_null(cs.cert_not_after_ms));
+    json_object_set_new(enrollment, "revoked", json_boolean(cs.revoked));
 
     json_t *policy = json_object();
-    json_object_set_new(policy, "version", str_or_null(a->state.policy_version));
+    json_object_set_new(policy, "version",
+                        cs.policy_version > 0 ? json_integer(cs.policy_version) : json_null());
 
     json_t *checkin = json_object();
-    json_object_set_new(checkin, "last", time_or_null(a->state.last_checkin_ms));
-    json_object_set_new(checkin, "result", str_or_null(a->state.last_checkin_result));
+    json_object_set_new(checkin, "last", time_or_null(cs.last_checkin_ms));
+    json_object_set_new(checkin, "result", str_or_null(cs.last_result));
+    json_object_set_new(checkin, "next", time_or_null(cs.next_checkin_ms));
+    json_object_set_new(checkin, "failures", json_integer(cs.failures));
+    json_object_set_new(checkin, "events_sent", json_integer((json_int_t)cs.events_sent));
+    json_object_set_new(checkin, "connections", json_integer((json_int_t)cs.connects));
+    json_object_set_new(checkin, "resumed", json_integer((json_int_t)cs.resumed));
 
     json_t *status = json_object();
     json_object_set_new(status, "agent", agent);
     json_object_set_new(status, "enrollment", enrollment);
     json_object_set_new(status, "policy", policy);
     json_object_set_new(status, "checkin", checkin);
+    json_object_set_new(status, "queue", queue_json(a->queue));
     json_object_set_new(status, "modules", mmr_health_json(a->health));
     return status;
 }

@@ -171,7 +171,9 @@ int mmr_ca_load(const char *dir, struct mmr_ca **out)
         rc = mmr_cert_read_info(ca->root_pem, &root);
     if (rc == 0) {
         memcpy(ca->root_pin, root.sha256_hex, sizeof(ca->root_pin));
-        ca->server_chain_pem = mmr_asprintf("%s%s", server_pem, ca->issuing_pem);
+        /* The root goes too: enrollment tokens pin it, and a client can only
+         * match a pin against certificates the server presents. */
+        ca->server_chain_pem = mmr_asprintf("%s%s%s", server_pem, ca->issuing_pem, ca->root_pem);
     }
     free(server_pem);
     if (issuing_key_pem)

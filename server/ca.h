@@ -30,7 +30,7 @@ void mmr_ca_free(struct mmr_ca *ca);
 /* PEM texts, owned by the CA. */
 const char *mmr_ca_root_pem(const struct mmr_ca *ca);
 const char *mmr_ca_issuing_pem(const struct mmr_ca *ca);
-/* The server's certificate followed by the issuing CA: what TLS presents. */
+/* What TLS presents: the server's certificate, the issuing CA, the root. */
 const char *mmr_ca_server_chain_pem(const struct mmr_ca *ca);
 const char *mmr_ca_server_key_pem(const struct mmr_ca *ca);
 const char *mmr_ca_signing_pem(const struct mmr_ca *ca);

@@ -8,22 +8,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Every function is safe to call from any thread at the same time (the
- * server calls the store from libuv's thread pool). Functions return 0 or a
+/* Every function but mmr_store_close is safe to call from any thread at the
+ * same time (the server calls the store from libuv's thread pool). Functions return 0 or a
  * negative MMR_E* code with the message in mmr_err_msg(). Times are UTC
  * milliseconds since the Unix epoch; 0 means "never" in every *_at field.
  * Strings in results are allocated and released by the matching *_clear or
- * *_free function. */
+ * *_free function. Outputs are overwritten (never freed) on entry and left
+ * empty (zero, NULL) when a call fails. */
 struct mmr_store;
 
 /* ---- limits (MMR_EINVAL or MMR_ETOOBIG beyond them, naming the field) ---- */
 
-#define MMR_STORE_ID_SIZE        37   /* device UUID "xxxxxxxx-xxxx-...", with its NUL */
-#define MMR_STORE_TOKEN_ID_SIZE  11   /* public token id, 10 characters and a NUL */
-#define MMR_STORE_SECRET_SIZE    33   /* token secret, 32 hex digits and a NUL */
-#define MMR_STORE_NAME_MAX       64   /* org, group, event type, agent version */
-#define MMR_STORE_TEXT_MAX       255  /* hostname, os, hardware id, actor, audit target */
-#define MMR_STORE_SERIAL_MAX     64   /* certificate serial, hex digits */
+#define MMR_STORE_ID_SIZE        37  /* device UUID "xxxxxxxx-xxxx-...", with its NUL */
+#define MMR_STORE_TOKEN_ID_SIZE  11  /* public token id, 10 characters and a NUL */
+#define MMR_STORE_SECRET_SIZE    33  /* token secret, 32 hex digits and a NUL */
+#define MMR_STORE_NAME_MAX       64  /* org, group, event type, agent version */
+#define MMR_STORE_TEXT_MAX       255 /* hostname, os, hardware id, actor, audit target */
+#define MMR_STORE_SERIAL_MAX     64  /* certificate serial, hex digits */
 #define MMR_STORE_POSTURE_MAX    (64 * 1024)
 #define MMR_STORE_EVENT_DATA_MAX (64 * 1024)
 #define MMR_STORE_POLICY_MAX     (1024 * 1024)
@@ -86,10 +87,10 @@ struct mmr_store_token_new {
 };
 
 /* Creates a token. The store draws the public id and the secret; only a
- * SHA-256 of the secret is kept, so the secret is returned this once. */
+ * SHA-256 of the secret is kept, so the secret is returned this once. Should
+ * the drawn id exist already (50 random bits: next to never), MMR_EEXIST. */
 int mmr_store_token_create(struct mmr_store *s, const struct mmr_store_token_new *in,
-                           char id[MMR_STORE_TOKEN_ID_SIZE],
-                           char secret[MMR_STORE_SECRET_SIZE]);
+                           char id[MMR_STORE_TOKEN_ID_SIZE], char secret[MMR_STORE_SECRET_SIZE]);
 
 struct mmr_store_token {
     char id[MMR_STORE_TOKEN_ID_SIZE];
@@ -128,20 +129,20 @@ struct mmr_store_device {
     char *agent_version;
     char *org;
     char *group;
-    char *cert_serial;       /* the current certificate, lower-case hex */
+    char *cert_serial; /* the current certificate, lower-case hex */
     int64_t cert_not_after;
-    char *cert_pending;      /* issued by a renewal and not used yet, or NULL */
-    char *token_id;          /* the token of the latest enrollment */
+    char *cert_pending; /* issued by a renewal and not used yet, or NULL */
+    char *token_id;     /* the token of the latest enrollment */
     int64_t first_enrolled_at;
-    int64_t enrolled_at;     /* latest enrollment */
-    int64_t enrollments;     /* how many times this hardware enrolled */
+    int64_t enrolled_at; /* latest enrollment */
+    int64_t enrollments; /* how many times this hardware enrolled */
     int64_t last_checkin_at;
-    char *posture;           /* JSON text from the last check-in, or NULL */
-    int64_t queue_depth;     /* -1: not reported since the enrollment */
-    int64_t policy_version;  /* applied on the device; -1: not reported */
+    char *posture;          /* JSON text from the last check-in, or NULL */
+    int64_t queue_depth;    /* -1: not reported since the enrollment */
+    int64_t policy_version; /* applied on the device; -1: not reported */
     int64_t revoked_at;
     char *revoked_by;
-    int64_t event_ack;       /* events acknowledged (see events below); -1: none yet */
+    int64_t event_ack; /* events acknowledged (see events below); -1: none yet */
 };
 
 void mmr_store_device_clear(struct mmr_store_device *d);
@@ -157,12 +158,15 @@ int mmr_store_device_id_for_hardware(struct mmr_store *s, const char *hardware_i
 struct mmr_store_enroll {
     const char *token_id;
     const char *token_secret;
-    const char *device_id;  /* from mmr_store_device_id_for_hardware */
+    const char *device_id; /* from mmr_store_device_id_for_hardware */
     const char *hardware_id;
     const char *hostname;
     const char *os;
     const char *agent_version;
-    const char *cert_serial; /* hex digits, any case; stored lower-case */
+    /* The serial's bytes as in the certificate (mbedtls_x509_crt.serial),
+     * in hex without separators, any case: stored lower-case. Spell it the
+     * same way everywhere: "01" and "1" are different serials here. */
+    const char *cert_serial;
     int64_t cert_not_after;
 };
 
@@ -275,8 +279,8 @@ void mmr_store_cert_free(struct mmr_store_cert *c, size_t n);
 struct mmr_store_event_in {
     int64_t seq; /* >= 1, per device, from the agent's queue */
     const char *type;
-    int severity; /* 0..3 */
-    int64_t time; /* when it happened, on the device */
+    int severity;     /* 0..3 */
+    int64_t time;     /* when it happened, on the device */
     const char *data; /* JSON text */
 };
 
@@ -392,7 +396,7 @@ int mmr_store_policy_get(struct mmr_store *s, const char *group, int64_t version
                          struct mmr_store_policy *out);
 
 struct mmr_store_policy_change {
-    char *action; /* "publish" or "rollback" */
+    char *action;     /* "publish" or "rollback" */
     int64_t version;  /* active after the change */
     int64_t previous; /* active before it, 0: none */
     char *actor;

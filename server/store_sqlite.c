@@ -255,8 +255,10 @@ static int check_type(const char *type)
         char c = *p;
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-'))
-            return mmr_err_set(MMR_EINVAL, "event type '%s' has a character other than "
-                                           "letters, digits, '.', '_' and '-'", type);
+            return mmr_err_set(MMR_EINVAL,
+                               "event type '%s' has a character other than "
+                               "letters, digits, '.', '_' and '-'",
+                               type);
     }
     return 0;
 }
@@ -375,8 +377,8 @@ static int w_sync(struct mmr_store *s, bool full)
     if (s->w_full == full)
         return 0;
     sqlite3_stmt *st;
-    int rc = mmr_db_stmt(s->w, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-                         &st);
+    int rc =
+        mmr_db_stmt(s->w, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL", &st);
     if (rc < 0)
         return rc;
     rc = step_done(s->w, st, "setting synchronous");
@@ -682,8 +684,8 @@ static int token_load(struct mmr_db *db, const char *id, struct token_row *t)
  * token cannot enroll now, 0 when it can. Checked in the order an admin can
  * act on: a wrong secret looks like an unknown token (no oracle for
  * guessing), then revoked, expired, used up. */
-static int token_judge(struct mmr_store *s, struct mmr_db *db, const char *id,
-                       const char *secret, struct token_row *t, enum mmr_store_refusal *why)
+static int token_judge(struct mmr_store *s, struct mmr_db *db, const char *id, const char *secret,
+                       struct token_row *t, enum mmr_store_refusal *why)
 {
     unsigned char digest[SHA256_LEN];
     *why = MMR_STORE_ACCEPTED;
@@ -691,8 +693,7 @@ static int token_judge(struct mmr_store *s, struct mmr_db *db, const char *id,
     int rc = token_load(db, id, t);
     if (rc == MMR_ENOENT || (rc == 0 && !same_digest(digest, t->digest))) {
         *why = MMR_STORE_TOKEN_UNKNOWN;
-        return mmr_err_set(MMR_EPERM, "enrollment token %s is unknown or its secret is wrong",
-                           id);
+        return mmr_err_set(MMR_EPERM, "enrollment token %s is unknown or its secret is wrong", id);
     }
     if (rc < 0)
         return rc;
@@ -754,8 +755,8 @@ static int token_draw(char id[MMR_STORE_TOKEN_ID_SIZE], char secret[MMR_STORE_SE
     return 0;
 }
 
-static int token_insert(struct mmr_store *s, const struct mmr_store_token_new *in,
-                        const char *id, const char *secret)
+static int token_insert(struct mmr_store *s, const struct mmr_store_token_new *in, const char *id,
+                        const char *secret)
 {
     unsigned char digest[SHA256_LEN];
     sha256(secret, digest);
@@ -916,10 +917,10 @@ int mmr_store_token_revoke(struct mmr_store *s, const char *id, const char *acto
 
 /* ---- devices ------------------------------------------------------------------------- */
 
-#define DEVICE_COLS                                                                          \
-    "d.uuid, d.hardware_id, d.hostname, d.os, d.agent_version, d.org, d.grp, d.cert_serial, " \
-    "d.cert_not_after, d.cert_pending, d.token_id, d.first_enrolled_at, d.enrolled_at, "     \
-    "d.enrollments, d.last_checkin_at, d.posture, d.queue_depth, d.policy_version, "         \
+#define DEVICE_COLS                                                                                \
+    "d.uuid, d.hardware_id, d.hostname, d.os, d.agent_version, d.org, d.grp, d.cert_serial, "      \
+    "d.cert_not_after, d.cert_pending, d.token_id, d.first_enrolled_at, d.enrolled_at, "           \
+    "d.enrollments, d.last_checkin_at, d.posture, d.queue_depth, d.policy_version, "               \
     "d.revoked_at, d.revoked_by, d.event_ack"
 #define DEVICE_NCOLS 21
 
@@ -996,6 +997,7 @@ static int device_load(struct mmr_db *db, const char *id, struct mmr_store_devic
 
 int mmr_store_device_get(struct mmr_store *s, const char *id, struct mmr_store_device *out)
 {
+    memset(out, 0, sizeof(*out));
     int rc = need("device id", id, MMR_STORE_ID_SIZE - 1);
     if (rc < 0)
         return rc;
@@ -1017,8 +1019,7 @@ struct device_key {
 };
 
 /* MMR_ENOENT (with a message) when there is no such device. */
-static int device_key(struct mmr_db *db, const char *col, const char *value,
-                      struct device_key *k)
+static int device_key(struct mmr_db *db, const char *col, const char *value, struct device_key *k)
 {
     /* col is one of two constants: the statement text stays fixed. */
     const char *sql = strcmp(col, "uuid") == 0
@@ -1111,8 +1112,7 @@ static int serial_unused(struct mmr_store *s, const char *serial)
     return step == SQLITE_DONE ? 0 : mmr_db_error(s->w, "looking up a serial");
 }
 
-static int cert_insert(struct mmr_store *s, int64_t device, const char *serial,
-                       int64_t not_after)
+static int cert_insert(struct mmr_store *s, int64_t device, const char *serial, int64_t not_after)
 {
     sqlite3_stmt *st;
     int rc = mmr_db_stmt(s->w,
@@ -1132,9 +1132,8 @@ static int cert_insert(struct mmr_store *s, int64_t device, const char *serial,
 static int certs_retire(struct mmr_store *s, int64_t device)
 {
     sqlite3_stmt *st;
-    int rc = mmr_db_stmt(s->w,
-                         "UPDATE certs SET retired_at = ?2 WHERE device = ?1 AND retired_at IS NULL",
-                         &st);
+    int rc = mmr_db_stmt(
+        s->w, "UPDATE certs SET retired_at = ?2 WHERE device = ?1 AND retired_at IS NULL", &st);
     if (rc < 0)
         return rc;
     sqlite3_bind_int64(st, 1, device);
@@ -1144,9 +1143,8 @@ static int certs_retire(struct mmr_store *s, int64_t device)
 
 /* The device row of an enrollment: a new one, or the replacement of the row
  * this hardware had. Sets *rowid. */
-static int device_write(struct mmr_store *s, const struct mmr_store_enroll *in,
-                        const char *serial, const struct token_row *t, int64_t *rowid,
-                        bool replace)
+static int device_write(struct mmr_store *s, const struct mmr_store_enroll *in, const char *serial,
+                        const struct token_row *t, int64_t *rowid, bool replace)
 {
     sqlite3_stmt *st;
     int rc = mmr_db_stmt(
@@ -1175,8 +1173,7 @@ static int device_write(struct mmr_store *s, const struct mmr_store_enroll *in,
     sqlite3_bind_int64(st, 11, now(s));
     rc = step_done(s->w, st, "writing a device");
     if (rc == MMR_EEXIST)
-        return mmr_err_set(MMR_EEXIST, "device id %s belongs to other hardware",
-                           in->device_id);
+        return mmr_err_set(MMR_EEXIST, "device id %s belongs to other hardware", in->device_id);
     if (rc == 0 && !replace)
         *rowid = sqlite3_last_insert_rowid(mmr_db_handle(s->w));
     return rc;
@@ -1333,8 +1330,8 @@ static int cert_lookup(struct mmr_store *s, struct mmr_db *db, const char *seria
         mmr_store_device_clear(&d);
     if (c->state == MMR_STORE_CERT_CURRENT)
         return 0;
-    return mmr_err_set(MMR_EPERM, "certificate %s of device %s is refused: %s", serial,
-                       c->device, mmr_store_cert_state_name(c->state));
+    return mmr_err_set(MMR_EPERM, "certificate %s of device %s is refused: %s", serial, c->device,
+                       mmr_store_cert_state_name(c->state));
 }
 
 /* The pending certificate was used: it becomes the current one, and the one
@@ -1430,8 +1427,7 @@ static int device_missing(struct mmr_db *db, const char *id)
     return mmr_err_set(MMR_EPERM, "device %s is revoked", id);
 }
 
-int mmr_store_device_checkin(struct mmr_store *s, const char *id,
-                             const struct mmr_store_checkin *c)
+int mmr_store_device_checkin(struct mmr_store *s, const char *id, const struct mmr_store_checkin *c)
 {
     int rc = check_checkin(id, c);
     if (rc < 0)
@@ -1468,8 +1464,8 @@ int mmr_store_device_checkin(struct mmr_store *s, const char *id,
     return rc;
 }
 
-static int renew_tx(struct mmr_store *s, const char *id, const char *presented,
-                    const char *serial, int64_t not_after)
+static int renew_tx(struct mmr_store *s, const char *id, const char *presented, const char *serial,
+                    int64_t not_after)
 {
     struct device_key k;
     int rc = device_key(s->w, "uuid", id, &k);
@@ -1616,8 +1612,7 @@ static int check_query(const struct mmr_store_device_query *q)
     return rc < 0 ? rc : maybe("group", q->group, MMR_STORE_NAME_MAX);
 }
 
-static int device_count_on(struct mmr_db *db, const struct mmr_store_device_query *q,
-                           int64_t *out)
+static int device_count_on(struct mmr_db *db, const struct mmr_store_device_query *q, int64_t *out)
 {
     char where[160];
     char sql[256];
@@ -1658,8 +1653,10 @@ static int device_page(struct mmr_db *db, const struct mmr_store_device_query *q
     char where[160];
     char sql[1024];
     device_where(q, where, sizeof(where));
-    snprintf(sql, sizeof(sql), "SELECT " DEVICE_COLS " FROM devices d %s ORDER BY d.id "
-             "LIMIT ?4 OFFSET ?5", where);
+    snprintf(sql, sizeof(sql),
+             "SELECT " DEVICE_COLS " FROM devices d %s ORDER BY d.id "
+             "LIMIT ?4 OFFSET ?5",
+             where);
     sqlite3_stmt *st;
     int rc = mmr_db_stmt(db, sql, &st);
     if (rc < 0)
@@ -1983,6 +1980,10 @@ static void group_run(struct mmr_store *s, struct ev_req *list)
         rc = ev_check(s, r, &k);
         if (rc < 0) {
             req_fail(r, rc);
+            /* An I/O error may have ended the transaction: the rest must not
+             * go on writing outside one. */
+            if (sqlite3_get_autocommit(mmr_db_handle(s->w)))
+                fatal = rc;
             continue;
         }
         rc = ev_write(s, r, &k);
@@ -2131,13 +2132,12 @@ void mmr_store_event_free(struct mmr_store_event *e, size_t n)
 
 /* The counters' table and WHERE clause for a filter, from fixed fragments:
  * ?1 device row id, ?2 type, ?3 severity. */
-static void count_sql(const struct mmr_store_event_filter *f, const char *select,
-                      const char *tail, char *sql, size_t len)
+static void count_sql(const struct mmr_store_event_filter *f, const char *select, const char *tail,
+                      char *sql, size_t len)
 {
     snprintf(sql, len, "SELECT %s FROM %s WHERE 1%s%s%s %s", select,
-             f->device_id ? "event_counts" : "event_totals",
-             f->device_id ? " AND device = ?1" : "", f->type ? " AND type = ?2" : "",
-             f->severity >= 0 ? " AND severity = ?3" : "", tail);
+             f->device_id ? "event_counts" : "event_totals", f->device_id ? " AND device = ?1" : "",
+             f->type ? " AND type = ?2" : "", f->severity >= 0 ? " AND severity = ?3" : "", tail);
 }
 
 /* Prepares a count query on db; *rowid resolves the device. */
@@ -2409,8 +2409,7 @@ int mmr_store_policy_publish(struct mmr_store *s, const char *group, int64_t *ve
     return rc;
 }
 
-static int rollback_tx(struct mmr_store *s, const char *group, int64_t version,
-                       const char *actor)
+static int rollback_tx(struct mmr_store *s, const char *group, int64_t version, const char *actor)
 {
     int64_t latest, active;
     int rc = group_int(s->w, sql_latest, group, &latest);
@@ -2419,8 +2418,8 @@ static int rollback_tx(struct mmr_store *s, const char *group, int64_t version,
     if (rc < 0)
         return rc;
     if (version < 1 || version > latest)
-        return mmr_err_set(MMR_ENOENT, "group %s has no policy version %lld (latest: %lld)",
-                           group, (long long)version, (long long)latest);
+        return mmr_err_set(MMR_ENOENT, "group %s has no policy version %lld (latest: %lld)", group,
+                           (long long)version, (long long)latest);
     if (version == active)
         return 0;
     return history_write(s, group, "rollback", version, active, actor);
@@ -2500,8 +2499,7 @@ int mmr_store_policy_get(struct mmr_store *s, const char *group, int64_t version
 {
     if (version < 1) {
         memset(out, 0, sizeof(*out));
-        return mmr_err_set(MMR_EINVAL, "policy version %lld is not 1 or more",
-                           (long long)version);
+        return mmr_err_set(MMR_EINVAL, "policy version %lld is not 1 or more", (long long)version);
     }
     return policy_read(s, group, version, out);
 }

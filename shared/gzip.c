@@ -14,7 +14,7 @@
 /* Window bits for zlib: 15 (32 KiB window) plus 16 selects the gzip wrapper
  * (and only it: a raw zlib stream is refused when inflating). */
 #define GZIP_WBITS (16 + MAX_WBITS)
-#define CHUNK (16 * 1024)
+#define CHUNK      (16 * 1024)
 
 /* zlib's memory goes through mem.h like everything else (aborts on OOM). */
 static voidpf z_alloc(voidpf opaque, uInt items, uInt size)
@@ -49,8 +49,7 @@ static void refill(z_stream *zs, const unsigned char **src, size_t *left)
 int mmr_gzip_compress(const void *in, size_t len, int level, struct mmr_buf *out)
 {
     if (level < -1 || level > 9)
-        return mmr_err_set(MMR_EINVAL, "gzip: compression level %d is not between 0 and 9",
-                           level);
+        return mmr_err_set(MMR_EINVAL, "gzip: compression level %d is not between 0 and 9", level);
     z_stream zs;
     stream_init(&zs);
     int zrc = deflateInit2(&zs, level, Z_DEFLATED, GZIP_WBITS, 8, Z_DEFAULT_STRATEGY);
@@ -128,8 +127,8 @@ int mmr_gzip_decompress(const void *in, size_t len, size_t max_out, struct mmr_b
         size_t read = len - left - zs.avail_in;
         if (produced > MMR_GZIP_RATIO_FLOOR && produced / MMR_GZIP_MAX_RATIO > read) {
             rc = mmr_err_set(MMR_ETOOBIG,
-                             "gzip: %zu bytes expand to over %zu: ratio above %d:1, refused",
-                             read, produced, MMR_GZIP_MAX_RATIO);
+                             "gzip: %zu bytes expand to over %zu: ratio above %d:1, refused", read,
+                             produced, MMR_GZIP_MAX_RATIO);
             break;
         }
         mmr_buf_append(out, chunk, got);

@@ -15,7 +15,7 @@
  * byte once it passes MMR_GZIP_RATIO_FLOOR. Deflate tops out near 1032:1
  * (long runs of one byte); JSON event batches, whose sequence numbers and
  * times change from one event to the next, stay far below. */
-#define MMR_GZIP_MAX_RATIO 500
+#define MMR_GZIP_MAX_RATIO   500
 #define MMR_GZIP_RATIO_FLOOR (1024 * 1024)
 
 /* Appends the gzip encoding of in[0..len) to out. level is 0 (store) to 9, or

@@ -136,7 +136,7 @@ enum piece { PIECE_NONE, PIECE_START, PIECE_FIELD, PIECE_VALUE };
 enum pause_point { PAUSE_NONE, PAUSE_HEAD, PAUSE_CHUNK, PAUSE_CHUNK_END, PAUSE_DONE };
 
 struct hdr_ref {
-    size_t name;  /* offsets into text */
+    size_t name; /* offsets into text */
     size_t value;
 };
 
@@ -170,10 +170,10 @@ struct mmr_http_parser {
     bool complete;
     bool start_closed; /* target or reason is NUL-terminated in text */
     enum piece last;
-    bool last_done; /* the last piece ended its element */
-    bool name_bad;  /* the current header name holds a non-token byte */
-    bool value_bad; /* the current element holds a control byte */
-    bool overflow; /* a limit was passed: keep counting, stop storing */
+    bool last_done;      /* the last piece ended its element */
+    bool name_bad;       /* the current header name holds a non-token byte */
+    bool value_bad;      /* the current element holds a control byte */
+    bool overflow;       /* a limit was passed: keep counting, stop storing */
     struct mmr_buf text; /* target or reason, then name\0value\0 pairs, path, query */
     size_t start_len;
     size_t name_len;
@@ -223,8 +223,8 @@ static int sticky(const struct mmr_http_parser *p)
 }
 
 /* Forgets the message under construction. A full reset also restarts
- * http-parser; an interim 1xx response is dropped from inside its callbacks,
- * where http-parser carries on by itself. */
+ * http-parser; an interim 1xx response is dropped without one, http-parser
+ * going on to the final response by itself. */
 static void reset_message(struct mmr_http_parser *p, bool full)
 {
     mmr_buf_free(&p->text);
@@ -331,8 +331,7 @@ static int check_header_limits(struct mmr_http_parser *p)
     if (p->header_lines > p->lim.max_headers)
         return fail(p, 431, MMR_ETOOBIG, "more than %zu header lines", p->lim.max_headers);
     if (p->header_bytes > p->lim.max_header_bytes)
-        return fail(p, 431, MMR_ETOOBIG, "header lines exceed %zu bytes",
-                    p->lim.max_header_bytes);
+        return fail(p, 431, MMR_ETOOBIG, "header lines exceed %zu bytes", p->lim.max_header_bytes);
     return 0;
 }
 
@@ -530,6 +529,7 @@ struct head_scan {
     size_t transfer_encoding;
     size_t host;
     size_t te; /* offset of the Transfer-Encoding value: text may move */
+    bool te_lookalike;
     bool expect_continue;
     struct conn_scan conn;
 };
@@ -546,6 +546,8 @@ static void scan_headers(const struct mmr_http_parser *p, struct head_scan *s)
         } else if (word_eq(name, n, "transfer-encoding")) {
             s->transfer_encoding++;
             s->te = p->hdrs[i].value;
+        } else if (n > 17 && word_eq(name, 17, "transfer-encoding")) {
+            s->te_lookalike = true;
         } else if (word_eq(name, n, "host")) {
             s->host++;
         } else if (word_eq(name, n, "connection")) {
@@ -563,8 +565,8 @@ static int check_head(struct mmr_http_parser *p)
     http_parser *hp = &p->hp;
     bool request = p->kind == MMR_HTTP_REQUEST;
     if (hp->http_major != 1)
-        return fail(p, 505, MMR_EUNSUP, "HTTP/%u.%u is not supported",
-                    (unsigned)hp->http_major, (unsigned)hp->http_minor);
+        return fail(p, 505, MMR_EUNSUP, "HTTP/%u.%u is not supported", (unsigned)hp->http_major,
+                    (unsigned)hp->http_minor);
     p->version_minor = hp->http_minor;
 
     struct head_scan s;
@@ -577,6 +579,10 @@ static int check_head(struct mmr_http_parser *p)
         if (check_target(p) < 0)
             return -1;
     }
+    /* http-parser 2.9 takes any name starting with Transfer-Encoding for it
+     * ("Transfer-Encodingx"): whatever we decided, it would frame otherwise. */
+    if (s.te_lookalike)
+        return fail(p, 400, MMR_EINVAL, "header name that reads as Transfer-Encoding");
     if (s.transfer_encoding) {
         if (s.content_length)
             return fail(p, 400, MMR_EINVAL, "both Content-Length and Transfer-Encoding");
@@ -599,8 +605,7 @@ static int check_head(struct mmr_http_parser *p)
     bool no_body = false;
     unsigned status = hp->status_code;
     if (!request)
-        no_body = p->head_next || (status >= 100 && status < 200) || status == 204 ||
-                  status == 304;
+        no_body = p->head_next || (status >= 100 && status < 200) || status == 204 || status == 304;
     if (!no_body && has_length && hp->content_length > p->lim.max_body)
         return fail(p, 413, MMR_ETOOBIG, "body of %llu bytes exceeds %zu",
                     (unsigned long long)hp->content_length, p->lim.max_body);
@@ -960,8 +965,7 @@ static int check_headers(const struct mmr_http_header *h, size_t n)
         if (!is_token(h[i].name))
             return mmr_err_set(MMR_EINVAL, "header %zu: name is not a token", i);
         if (!h[i].value || !is_field_value(h[i].value))
-            return mmr_err_set(MMR_EINVAL, "header %s: value holds control characters",
-                               h[i].name);
+            return mmr_err_set(MMR_EINVAL, "header %s: value holds control characters", h[i].name);
         for (size_t j = 0; j < sizeof(owned) / sizeof(owned[0]); j++)
             if (word_eq(h[i].name, strlen(h[i].name), owned[j]))
                 return mmr_err_set(MMR_EINVAL, "header %s is written by the HTTP writer",
@@ -994,8 +998,7 @@ static void append_length(struct mmr_buf *out, size_t len)
 
 int mmr_http_write_request(struct mmr_buf *out, const char *method, const char *host,
                            const char *target, const struct mmr_http_header *headers,
-                           size_t header_count, const void *body, size_t body_len,
-                           bool keep_alive)
+                           size_t header_count, const void *body, size_t body_len, bool keep_alive)
 {
     if (!is_token(method))
         return mmr_err_set(MMR_EINVAL, "HTTP method is not a token");
@@ -1016,8 +1019,7 @@ int mmr_http_write_request(struct mmr_buf *out, const char *method, const char *
     append_str(out, host);
     mmr_buf_append(out, "\r\n", 2);
     append_headers(out, headers, header_count);
-    if (body_len || !strcmp(method, "POST") || !strcmp(method, "PUT") ||
-        !strcmp(method, "PATCH"))
+    if (body_len || !strcmp(method, "POST") || !strcmp(method, "PUT") || !strcmp(method, "PATCH"))
         append_length(out, body_len);
     if (!keep_alive)
         append_str(out, "Connection: close\r\n");
@@ -1026,9 +1028,8 @@ int mmr_http_write_request(struct mmr_buf *out, const char *method, const char *
     return 0;
 }
 
-int mmr_http_write_response(struct mmr_buf *out, int status,
-                            const struct mmr_http_header *headers, size_t header_count,
-                            const void *body, size_t body_len, bool keep_alive)
+int mmr_http_write_response(struct mmr_buf *out, int status, const struct mmr_http_header *headers,
+                            size_t header_count, const void *body, size_t body_len, bool keep_alive)
 {
     if (status < 100 || status > 599)
         return mmr_err_set(MMR_EINVAL, "HTTP status %d out of range", status);

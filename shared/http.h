@@ -141,17 +141,16 @@ void mmr_http_parser_expect_head(struct mmr_http_parser *parser);
  * Content-Length, Transfer-Encoding, Connection). */
 int mmr_http_write_request(struct mmr_buf *out, const char *method, const char *host,
                            const char *target, const struct mmr_http_header *headers,
-                           size_t header_count, const void *body, size_t body_len,
-                           bool keep_alive);
+                           size_t header_count, const void *body, size_t body_len, bool keep_alive);
 
 /* Appends "HTTP/1.1 status reason", the caller's headers, Content-Length,
  * "Connection: close" unless keep_alive, and the body. 1xx, 204 and 304
  * responses carry neither Content-Length nor a body (a body is refused), and
  * 1xx ignore keep_alive. Returns MMR_EINVAL, appending nothing, for a status
  * outside 100..599 and the header faults of mmr_http_write_request. */
-int mmr_http_write_response(struct mmr_buf *out, int status,
-                            const struct mmr_http_header *headers, size_t header_count,
-                            const void *body, size_t body_len, bool keep_alive);
+int mmr_http_write_response(struct mmr_buf *out, int status, const struct mmr_http_header *headers,
+                            size_t header_count, const void *body, size_t body_len,
+                            bool keep_alive);
 
 /* The standard reason phrase for a status ("Payload Too Large"), or a generic
  * one for its class ("Client Error"). */

@@ -808,6 +808,19 @@ int mmr_cert_read_info(const char *pem, struct mmr_cert_info *out)
     return rc;
 }
 
+int mmr_cert_public_key(const char *pem, struct mmr_key **out)
+{
+    mbedtls_x509_crt crt;
+    mbedtls_x509_crt_init(&crt);
+    int rc = mmr_pki_parse_chain(&crt, pem, "certificate");
+    if (rc == 0)
+        rc = check_p256(&crt.pk, "the certificate's key");
+    if (rc == 0)
+        rc = public_key_from_pk(&crt.pk, out);
+    mbedtls_x509_crt_free(&crt);
+    return rc;
+}
+
 int mmr_cert_read_info_der(const uint8_t *der, size_t len, struct mmr_cert_info *out)
 {
     memset(out, 0, sizeof(*out));

@@ -140,6 +140,8 @@ struct mmr_cert_info {
 
 /* Information about the first certificate in pem. */
 int mmr_cert_read_info(const char *pem, struct mmr_cert_info *out);
+/* The public key of the first certificate in pem (P-256 only). */
+int mmr_cert_public_key(const char *pem, struct mmr_key **out);
 int mmr_cert_read_info_der(const uint8_t *der, size_t len, struct mmr_cert_info *out);
 
 /* DER certificate to PEM. Allocated. */

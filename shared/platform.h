@@ -71,6 +71,10 @@ int mmr_file_rename(const char *from, const char *to);
 /* Free and total bytes on the filesystem holding path. */
 int mmr_disk_space(const char *path, uint64_t *free_bytes, uint64_t *total_bytes);
 
+/* Writes to a socket the peer closed fail with an error instead of killing
+ * the process (SIGPIPE on POSIX; nothing to do on Windows). */
+void mmr_process_ignore_sigpipe(void);
+
 /* Makes files this process creates private by default (umask 077). */
 void mmr_process_private_files(void);
 

@@ -61,8 +61,8 @@ struct mmr_tls_client_opts {
     const struct mmr_key *key;
 };
 
-/* Trust, identity, and the last session (for resumption); usable from one
- * thread at a time per connection, and from several threads at once. */
+/* Trust, identity, and the last session (offered again for resumption).
+ * One client may serve connections on several threads at once. */
 struct mmr_tls_client;
 
 int mmr_tls_client_new(const struct mmr_tls_client_opts *opts, struct mmr_tls_client **out);
@@ -153,7 +153,8 @@ int mmr_tls_conn_pinned_ca_pem(const struct mmr_tls_conn *c, char **out);
 struct mmr_tls_stream;
 
 /* Resolves host, connects to port, and completes the handshake and the
- * server's verification, all within timeout_ms. Messages name host:port. */
+ * server's verification within timeout_ms (name resolution itself is bounded
+ * by the system resolver's own timeout). Messages start with "host:port: ". */
 int mmr_tls_stream_connect(struct mmr_tls_client *cli, const char *host, uint16_t port,
                            int timeout_ms, struct mmr_tls_stream **out);
 /* Sends all of data within timeout_ms. */

@@ -34,6 +34,8 @@ struct ctl {
     const char *socket;
     const char *config;
     const char *output;
+    long count;    /* --events / --tail */
+    int severity;
     bool json;
     char *endpoint;
 };
@@ -47,7 +49,11 @@ static void usage(FILE *out)
             "  status              agent state, enrollment, policy, check-in, modules\n"
             "  diag [-o FILE]      write a support bundle (.tar.gz) for the helpdesk;\n"
             "                      works even when the agent is not running (as root)\n"
-            "  reload              make the agent re-read its configuration (admin)\n\n"
+            "  reload              make the agent re-read its configuration (admin)\n"
+            "  selftest [--events N] [--severity 0-3]\n"
+            "                      queue N test events (agent.selftest) and send them now,\n"
+            "                      to prove the path to the server (admin)\n"
+            "  events [--tail N]   the most recent events still queued on this computer (admin)\n\n"
             "Options:\n"
             "      --data-dir DIR  reach the agent that runs with this data directory\n"
             "      --socket PATH   reach the agent at this IPC endpoint\n"
@@ -116,6 +122,30 @@ static void print_status(const json_t *st)
     if (json_is_string(json_object_get(chk, "result")))
         printf(" (%s)", json_string_value(json_object_get(chk, "result")));
     printf("\n");
+    const json_t *q = json_object_get(st, "queue");
+    if (json_is_object(q)) {
+        const json_t *by = json_object_get(q, "by_severity");
+        const json_t *dr = json_object_get(q, "dropped");
+        printf("  %-14s %lld events (low %lld, medium %lld, high %lld, critical %lld), "
+               "%lld bytes\n",
+               "Queue", (long long)json_integer_value(json_object_get(q, "depth")),
+               (long long)json_integer_value(json_object_get(by, "low")),
+               (long long)json_integer_value(json_object_get(by, "medium")),
+               (long long)json_integer_value(json_object_get(by, "high")),
+               (long long)json_integer_value(json_object_get(by, "critical")),
+               (long long)json_integer_value(json_object_get(q, "bytes")));
+        long long dropped = json_integer_value(json_object_get(dr, "low")) +
+                            json_integer_value(json_object_get(dr, "medium")) +
+                            json_integer_value(json_object_get(dr, "high"));
+        if (dropped)
+            printf("  %-14s %lld events dropped when the queue was full (low %lld, medium %lld, "
+                   "high %lld)\n",
+                   "", dropped, (long long)json_integer_value(json_object_get(dr, "low")),
+                   (long long)json_integer_value(json_object_get(dr, "medium")),
+                   (long long)json_integer_value(json_object_get(dr, "high")));
+    }
+    printf("  %-14s %s\n", "Certificate",
+           text_or(json_object_get(enr, "certificate_expires"), "(none)"));
     printf("  %-14s %s\n", "Data dir", text_or(json_object_get(agent, "data_dir"), "?"));
     printf("  Modules\n");
     size_t i;
@@ -142,6 +172,63 @@ static int cmd_status(struct ctl *c)
         print_status(st);
     }
     json_decref(st);
+    return EXIT_OK;
+}
+
+static int cmd_selftest(struct ctl *c)
+{
+    json_t *args = json_pack("{s:I,s:i}", "events", (json_int_t)(c->count > 0 ? c->count : 1),
+                             "severity", c->severity >= 0 ? c->severity : 0);
+    json_t *res = NULL;
+    int rc = mmr_ipc_call(c->endpoint, "selftest", args, DIAG_TIMEOUT_MS, &res);
+    json_decref(args);
+    if (rc < 0)
+        return fail(rc);
+    if (c->json) {
+        char *text = mmr_json_dump_pretty(res);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        printf("%lld test events stored (seq %lld..%lld) and on their way to the server.\n"
+               "The console counts them as type agent.selftest for this device.\n",
+               (long long)json_integer_value(json_object_get(res, "queued")),
+               (long long)json_integer_value(json_object_get(res, "first_seq")),
+               (long long)json_integer_value(json_object_get(res, "last_seq")));
+    }
+    json_decref(res);
+    return EXIT_OK;
+}
+
+static int cmd_events(struct ctl *c)
+{
+    json_t *args = json_pack("{s:I}", "tail", (json_int_t)(c->count > 0 ? c->count : 20));
+    json_t *res = NULL;
+    int rc = mmr_ipc_call(c->endpoint, "events", args, STATUS_TIMEOUT_MS, &res);
+    json_decref(args);
+    if (rc < 0)
+        return fail(rc);
+    if (c->json) {
+        char *text = mmr_json_dump_pretty(res);
+        printf("%s\n", text);
+        free(text);
+    } else {
+        static const char *const sev[] = {"low", "medium", "high", "critical"};
+        size_t i;
+        json_t *e;
+        json_array_foreach(json_object_get(res, "events"), i, e)
+        {
+            json_int_t s = json_integer_value(json_object_get(e, "severity"));
+            char *data = mmr_json_dump_line(json_object_get(e, "data"));
+            printf("%8lld  %s  %-8s  %-20s %s\n",
+                   (long long)json_integer_value(json_object_get(e, "seq")),
+                   text_or(json_object_get(e, "time"), "?"), s >= 0 && s < 4 ? sev[s] : "?",
+                   text_or(json_object_get(e, "type"), "?"), data);
+            free(data);
+        }
+        if (json_array_size(json_object_get(res, "events")) == 0)
+            printf("no events waiting to be sent\n");
+    }
+    json_decref(res);
     return EXIT_OK;
 }
 
@@ -247,10 +334,13 @@ int main(int argc, char **argv)
         {"data-dir", required_argument, NULL, 'd'}, {"socket", required_argument, NULL, 's'},
         {"config", required_argument, NULL, 'c'},   {"json", no_argument, NULL, 'j'},
         {"output", required_argument, NULL, 'o'},   {"version", no_argument, NULL, 'V'},
+        {"events", required_argument, NULL, 'n'},   {"tail", required_argument, NULL, 'n'},
+        {"severity", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
     struct ctl c;
     memset(&c, 0, sizeof(c));
+    c.severity = -1;
     int opt;
     /* "+" would stop at the command; we accept options on both sides of it. */
     while ((opt = getopt_long(argc, argv, "o:h", options, NULL)) != -1) {
@@ -260,6 +350,8 @@ int main(int argc, char **argv)
         case 'c': c.config = optarg; break;
         case 'j': c.json = true; break;
         case 'o': c.output = optarg; break;
+        case 'n': c.count = strtol(optarg, NULL, 10); break;
+        case 'S': c.severity = (int)strtol(optarg, NULL, 10); break;
         case 'V': printf("mamorictl %s (%s)\n", MMR_VERSION, MMR_GIT_COMMIT); return EXIT_OK;
         case 'h': usage(stdout); return EXIT_OK;
         default: usage(stderr); return EXIT_USAGE;
@@ -285,6 +377,10 @@ int main(int argc, char **argv)
         rc = cmd_status(&c);
     } else if (strcmp(cmd, "diag") == 0) {
         rc = cmd_diag(&c);
+    } else if (strcmp(cmd, "selftest") == 0) {
+        rc = cmd_selftest(&c);
+    } else if (strcmp(cmd, "events") == 0) {
+        rc = cmd_events(&c);
     } else if (strcmp(cmd, "reload") == 0) {
         rc = cmd_reload(&c);
     } else {

@@ -104,7 +104,10 @@ static void round_trip(const struct mmr_http_message *m)
     lim.max_header_bytes = 1 << 20;
     struct mmr_http_parser *p = mmr_http_parser_new(MMR_HTTP_REQUEST, &lim);
     size_t used = 0;
-    check(mmr_http_parser_feed(p, w.data, w.len, &used) == MMR_HTTP_DONE, "rewritten: not done");
+    if (mmr_http_parser_feed(p, w.data, w.len, &used) != MMR_HTTP_DONE) {
+        fprintf(stderr, "rewritten request:\n%s\n", w.data);
+        check(false, "rewritten: not done");
+    }
     check(used == w.len, "rewritten: bytes left over");
     struct mmr_http_message r;
     mmr_http_parser_take(p, &r);
@@ -131,8 +134,8 @@ static void round_trip(const struct mmr_http_message *m)
 
 /* Feeds in pieces of 1..max_piece bytes (max_piece 0: all at once) and
  * returns a transcript of the messages and the outcome. */
-static char *run(const struct mmr_http_limits *lim, const char *in, size_t len,
-                 uint32_t seed, size_t max_piece, bool deep)
+static char *run(const struct mmr_http_limits *lim, const char *in, size_t len, uint32_t seed,
+                 size_t max_piece, bool deep)
 {
     struct mmr_http_parser *p = mmr_http_parser_new(MMR_HTTP_REQUEST, lim);
     struct mmr_buf t = {0};
@@ -163,8 +166,7 @@ static char *run(const struct mmr_http_limits *lim, const char *in, size_t len,
             mmr_http_parser_take(p, &m);
             sane(&m, lim);
             mmr_buf_appendf(&t, "%s %s %zu/%zu ka=%d ch=%d body=%zu\n", m.method, m.target,
-                            m.header_count, strlen(m.path), m.keep_alive, m.chunked,
-                            m.body_len);
+                            m.header_count, strlen(m.path), m.keep_alive, m.chunked, m.body_len);
             if (deep)
                 round_trip(&m);
             mmr_http_message_free(&m);

@@ -208,8 +208,7 @@ Test(gzip, event_batches_stay_far_below_the_ratio)
     struct mmr_buf z = {0};
     cr_assert_eq(mmr_gzip_compress(batch.data, batch.len, MMR_GZIP_LEVEL_DEFAULT, &z), 0);
     double ratio = (double)batch.len / (double)z.len;
-    fprintf(stderr, "gzip event batch: %zu -> %zu bytes, ratio %.1f:1\n", batch.len, z.len,
-            ratio);
+    fprintf(stderr, "gzip event batch: %zu -> %zu bytes, ratio %.1f:1\n", batch.len, z.len, ratio);
     cr_expect_lt(ratio, MMR_GZIP_MAX_RATIO / 4);
     struct mmr_buf out = {0};
     cr_expect_eq(mmr_gzip_decompress(z.data, z.len, 64 * MIB, &out), 0);
@@ -228,8 +227,7 @@ Test(gzip, truncated_streams)
     struct mmr_buf out = {0};
     mmr_buf_append(&out, "keep", 4);
     for (size_t cut = 1; cut < z.len; cut++) {
-        cr_assert_eq(mmr_gzip_decompress(z.data, cut, 64 * MIB, &out), MMR_EINVAL, "cut %zu",
-                     cut);
+        cr_assert_eq(mmr_gzip_decompress(z.data, cut, 64 * MIB, &out), MMR_EINVAL, "cut %zu", cut);
         cr_assert_eq(out.len, 4, "output restored after cut %zu", cut);
     }
     cr_expect_str_eq(out.data, "keep");

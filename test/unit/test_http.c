@@ -74,8 +74,7 @@ static size_t next_piece(enum split how, struct cutter *c, size_t pos, size_t le
 /* Parses data fed in pieces, with an optional end of stream, and returns a
  * transcript: a line per message, then the outcome. Allocated. */
 static char *transcript(enum mmr_http_kind kind, const struct mmr_http_limits *lim,
-                        const char *data, size_t len, enum split how, struct cutter c,
-                        bool eof)
+                        const char *data, size_t len, enum split how, struct cutter c, bool eof)
 {
     struct mmr_http_parser *p = mmr_http_parser_new(kind, lim);
     struct mmr_buf t = {0};
@@ -724,8 +723,7 @@ Test(http_refusal, statuses)
         {"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
-        cr_expect_eq(status_str(cases[i].req), cases[i].status, "case %zu: %s", i,
-                     cases[i].req);
+        cr_expect_eq(status_str(cases[i].req), cases[i].status, "case %zu: %s", i, cases[i].req);
 }
 
 Test(http_refusal, error_codes_follow_statuses)
@@ -770,6 +768,11 @@ Test(http_refusal, smuggling)
         "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked"
         "\r\n\r\n0\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        /* names http-parser takes for Transfer-Encoding when they only
+         * start with it (found by fuzz_http_request) */
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-EncodingX: a\r\nContent-Length: 1\r\n\r\nx",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding-2: a\r\nTransfer-Encoding: chunked\r\n"
+        "\r\n0\r\n\r\n",
         /* Transfer-Encoding in HTTP/1.0 */
         "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         /* obs-fold */
@@ -812,9 +815,9 @@ Test(http_refusal, obs_fold_after_an_empty_value_reads_as_a_space)
 Test(http_refusal, garbage)
 {
     /* The start of a TLS ClientHello: plain HTTP spoken to... the other way. */
-    static const unsigned char hello[] = {
-        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x5a, 0x1f,
-        0x00, 0x00, 0x20, 0xc0, 0x2b, 0xc0, 0x2f, 0x00, 0x9e, 0xcc, 0xa9, 0x01, 0x00};
+    static const unsigned char hello[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc,
+                                          0x03, 0x03, 0x5a, 0x1f, 0x00, 0x00, 0x20, 0xc0, 0x2b,
+                                          0xc0, 0x2f, 0x00, 0x9e, 0xcc, 0xa9, 0x01, 0x00};
     cr_expect_eq(status_of(NULL, (const char *)hello, sizeof(hello)), 400);
     /* Random noise, also after a valid start. */
     uint32_t x = 12345;
@@ -882,8 +885,8 @@ Test(http_response, close_delimited)
 {
     const char *s = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of this, until EOF";
     char *t = same_in_every_split(MMR_HTTP_RESPONSE, NULL, s, strlen(s), true);
-    cr_expect(strstr(t, "200 'OK' 1.1 ka=0 ch=0 [Content-Type=text/plain;] body=22:") == t,
-              "%s", t);
+    cr_expect(strstr(t, "200 'OK' 1.1 ka=0 ch=0 [Content-Type=text/plain;] body=22:") == t, "%s",
+              t);
     cr_expect(strstr(t, "IDLE\n") != NULL, "%s", t);
     free(t);
 
@@ -1033,8 +1036,7 @@ Test(http_writer, request_round_trip)
 
     /* GET without a body carries no Content-Length; close is said. */
     w.len = 0;
-    cr_assert_eq(mmr_http_write_request(&w, "GET", "h", "/v1/policy", NULL, 0, NULL, 0, false),
-                 0);
+    cr_assert_eq(mmr_http_write_request(&w, "GET", "h", "/v1/policy", NULL, 0, NULL, 0, false), 0);
     cr_expect_str_eq(w.data, "GET /v1/policy HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
     parse_one(MMR_HTTP_REQUEST, w.data, w.len, &m);
     cr_expect_not(m.keep_alive);
@@ -1088,32 +1090,28 @@ Test(http_writer, refuses_bad_input_and_appends_nothing)
     struct mmr_http_header host[] = {{"Host", "evil"}};
     struct mmr_http_header te[] = {{"Transfer-Encoding", "chunked"}};
     struct mmr_http_header conn[] = {{"Connection", "close"}};
-    const struct mmr_http_header *bad[] = {crlf, lf, del, name, colon, empty, nullv,
-                                           owned, host, te, conn};
+    const struct mmr_http_header *bad[] = {crlf,  lf,    del,  name, colon, empty,
+                                           nullv, owned, host, te,   conn};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cr_expect_eq(mmr_http_write_request(&w, "GET", "h", "/", bad[i], 1, NULL, 0, true),
                      MMR_EINVAL, "request case %zu", i);
         cr_expect_eq(mmr_http_write_response(&w, 200, bad[i], 1, NULL, 0, true), MMR_EINVAL,
                      "response case %zu", i);
     }
-    cr_expect_eq(mmr_http_write_request(&w, "GE T", "h", "/", NULL, 0, NULL, 0, true),
-                 MMR_EINVAL);
+    cr_expect_eq(mmr_http_write_request(&w, "GE T", "h", "/", NULL, 0, NULL, 0, true), MMR_EINVAL);
     cr_expect_eq(mmr_http_write_request(&w, "", "h", "/", NULL, 0, NULL, 0, true), MMR_EINVAL);
     cr_expect_eq(mmr_http_write_request(&w, "GET", "h\r\nX: 1", "/", NULL, 0, NULL, 0, true),
                  MMR_EINVAL);
-    cr_expect_eq(mmr_http_write_request(&w, "GET", "h/x", "/", NULL, 0, NULL, 0, true),
-                 MMR_EINVAL);
+    cr_expect_eq(mmr_http_write_request(&w, "GET", "h/x", "/", NULL, 0, NULL, 0, true), MMR_EINVAL);
     cr_expect_eq(mmr_http_write_request(&w, "GET", "", "/", NULL, 0, NULL, 0, true), MMR_EINVAL);
-    cr_expect_eq(mmr_http_write_request(&w, "GET", "h", "x", NULL, 0, NULL, 0, true),
-                 MMR_EINVAL);
+    cr_expect_eq(mmr_http_write_request(&w, "GET", "h", "x", NULL, 0, NULL, 0, true), MMR_EINVAL);
     cr_expect_eq(mmr_http_write_request(&w, "GET", "h", "/a b", NULL, 0, NULL, 0, true),
                  MMR_EINVAL);
     cr_expect_eq(mmr_http_write_request(&w, "GET", "h", "/a#b", NULL, 0, NULL, 0, true),
                  MMR_EINVAL);
     cr_expect_eq(mmr_http_write_request(&w, "GET", "h", "/\xc3\xa9", NULL, 0, NULL, 0, true),
                  MMR_EINVAL);
-    cr_expect_eq(mmr_http_write_request(&w, "POST", "h", "/", NULL, 0, NULL, 3, true),
-                 MMR_EINVAL);
+    cr_expect_eq(mmr_http_write_request(&w, "POST", "h", "/", NULL, 0, NULL, 3, true), MMR_EINVAL);
     cr_expect_eq(mmr_http_write_response(&w, 99, NULL, 0, NULL, 0, true), MMR_EINVAL);
     cr_expect_eq(mmr_http_write_response(&w, 600, NULL, 0, NULL, 0, true), MMR_EINVAL);
     cr_expect_eq(mmr_http_write_response(&w, 204, NULL, 0, "x", 1, true), MMR_EINVAL);

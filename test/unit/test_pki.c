@@ -52,9 +52,8 @@ static char *p384_key_pem(bool public_only)
     mbedtls_pk_context pk;
     mbedtls_pk_init(&pk);
     cr_assert_eq(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)), 0);
-    cr_assert_eq(mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP384R1, mbedtls_pk_ec(pk), mmr_pki_random,
-                                     NULL),
-                 0);
+    cr_assert_eq(
+        mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP384R1, mbedtls_pk_ec(pk), mmr_pki_random, NULL), 0);
     unsigned char buf[1024];
     int ret = public_only ? mbedtls_pk_write_pubkey_pem(&pk, buf, sizeof(buf))
                           : mbedtls_pk_write_key_pem(&pk, buf, sizeof(buf));
@@ -284,9 +283,8 @@ static size_t pem_to_der(const char *pem, const char *begin, const char *end, ui
     mbedtls_pem_context ctx;
     mbedtls_pem_init(&ctx);
     size_t used = 0;
-    cr_assert_eq(mbedtls_pem_read_buffer(&ctx, begin, end, (const unsigned char *)pem, NULL, 0,
-                                         &used),
-                 0);
+    cr_assert_eq(
+        mbedtls_pem_read_buffer(&ctx, begin, end, (const unsigned char *)pem, NULL, 0, &used), 0);
     cr_assert_leq(ctx.buflen, cap);
     memcpy(der, ctx.buf, ctx.buflen);
     size_t n = ctx.buflen;
@@ -403,9 +401,8 @@ Test(csr, refuses_malformed_and_foreign_requests)
     mbedtls_pk_context pk;
     mbedtls_pk_init(&pk);
     cr_assert_eq(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)), 0);
-    cr_assert_eq(mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP384R1, mbedtls_pk_ec(pk), mmr_pki_random,
-                                     NULL),
-                 0);
+    cr_assert_eq(
+        mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP384R1, mbedtls_pk_ec(pk), mmr_pki_random, NULL), 0);
     char *p384 = raw_csr(&pk, "CN=device-2");
     cr_expect_eq(mmr_csr_parse(p384, &csr), MMR_EINVAL);
     cr_expect_not_null(strstr(mmr_err_msg(), "P-256"), "%s", mmr_err_msg());
@@ -452,22 +449,33 @@ static void make_pki(struct pki *p)
     p->ca_key = new_key();
     p->server_key = new_key();
     p->device_key = new_key();
-    struct mmr_cert_spec root = {.kind = MMR_CERT_CA, .cn = "Mamori Root CA", .org = "Mamori",
-                                 .not_before_ms = now - DAY_MS, .not_after_ms = now + 3650 * DAY_MS,
+    struct mmr_cert_spec root = {.kind = MMR_CERT_CA,
+                                 .cn = "Mamori Root CA",
+                                 .org = "Mamori",
+                                 .not_before_ms = now - DAY_MS,
+                                 .not_after_ms = now + 3650 * DAY_MS,
                                  .max_path_len = 1};
     p->root = issue(&root, p->root_key, p->root_key, NULL);
-    struct mmr_cert_spec ca = {.kind = MMR_CERT_CA, .cn = "Mamori Issuing CA", .org = "Mamori",
-                               .org_unit = "Devices", .not_before_ms = now - DAY_MS,
-                               .not_after_ms = now + 1825 * DAY_MS, .max_path_len = 0};
+    struct mmr_cert_spec ca = {.kind = MMR_CERT_CA,
+                               .cn = "Mamori Issuing CA",
+                               .org = "Mamori",
+                               .org_unit = "Devices",
+                               .not_before_ms = now - DAY_MS,
+                               .not_after_ms = now + 1825 * DAY_MS,
+                               .max_path_len = 0};
     p->ca = issue(&ca, p->ca_key, p->root_key, p->root);
     static const char *const sans[] = {"localhost", "127.0.0.1", "::1"};
-    struct mmr_cert_spec server = {.kind = MMR_CERT_SERVER, .cn = "mamori-server",
+    struct mmr_cert_spec server = {.kind = MMR_CERT_SERVER,
+                                   .cn = "mamori-server",
                                    .not_before_ms = now - DAY_MS,
-                                   .not_after_ms = now + 365 * DAY_MS, .san = sans,
+                                   .not_after_ms = now + 365 * DAY_MS,
+                                   .san = sans,
                                    .san_count = 3};
     p->server = issue(&server, p->server_key, p->ca_key, p->ca);
-    struct mmr_cert_spec device = {.kind = MMR_CERT_CLIENT, .cn = "device-0001",
-                                   .org = "Example Corp", .not_before_ms = now - DAY_MS,
+    struct mmr_cert_spec device = {.kind = MMR_CERT_CLIENT,
+                                   .cn = "device-0001",
+                                   .org = "Example Corp",
+                                   .not_before_ms = now - DAY_MS,
                                    .not_after_ms = now + 90 * DAY_MS};
     p->device = issue(&device, p->device_key, p->ca_key, p->ca);
 }
@@ -545,11 +553,15 @@ Test(cert, given_serial_dates_and_names_round_trip)
     const uint8_t serial[] = {0x00, 0x9a, 0xbc, 0xde};
     /* 2049-12-31T23:59:59Z (UTCTime) to 2050-01-01T00:00:00Z (GeneralizedTime),
      * and a leap day. */
-    struct mmr_cert_spec spec = {.kind = MMR_CERT_CA, .cn = "CA, with a comma",
-                                 .org = "株式会社マモリ", .org_unit = "a=b+c",
-                                 .serial = serial, .serial_len = sizeof(serial),
+    struct mmr_cert_spec spec = {.kind = MMR_CERT_CA,
+                                 .cn = "CA, with a comma",
+                                 .org = "株式会社マモリ",
+                                 .org_unit = "a=b+c",
+                                 .serial = serial,
+                                 .serial_len = sizeof(serial),
                                  .not_before_ms = 951782400000LL, /* 2000-02-29 */
-                                 .not_after_ms = 2524607999000LL, .max_path_len = -1};
+                                 .not_after_ms = 2524607999000LL,
+                                 .max_path_len = -1};
     char *pem = issue(&spec, k, k, NULL);
     struct mmr_cert_info info;
     cr_assert_eq(mmr_cert_read_info(pem, &info), 0);
@@ -568,7 +580,8 @@ Test(cert, given_serial_dates_and_names_round_trip)
 
     /* A CA whose name holds a comma can still issue: its name is rebuilt exactly. */
     struct mmr_key *leaf_key = new_key();
-    struct mmr_cert_spec leaf = {.kind = MMR_CERT_CLIENT, .cn = "leaf",
+    struct mmr_cert_spec leaf = {.kind = MMR_CERT_CLIENT,
+                                 .cn = "leaf",
                                  .not_before_ms = mmr_time_now_ms() - 1000,
                                  .not_after_ms = mmr_time_now_ms() + DAY_MS};
     char *leaf_pem = issue(&leaf, leaf_key, k, pem);
@@ -589,8 +602,12 @@ Test(cert, refuses_bad_specs)
     static const uint8_t long_serial[21] = {1};
     static const uint8_t top_bit[20] = {0x80};
     static const uint8_t zero[2] = {0, 0};
-    struct mmr_cert_spec good = {.kind = MMR_CERT_SERVER, .cn = "s", .not_before_ms = now,
-                                 .not_after_ms = now + DAY_MS, .san = sans, .san_count = 1};
+    struct mmr_cert_spec good = {.kind = MMR_CERT_SERVER,
+                                 .cn = "s",
+                                 .not_before_ms = now,
+                                 .not_after_ms = now + DAY_MS,
+                                 .san = sans,
+                                 .san_count = 1};
     struct mmr_cert_spec s;
     char *pem = NULL;
 
@@ -598,7 +615,7 @@ Test(cert, refuses_bad_specs)
     do {                                                                                           \
         s = good;                                                                                  \
         mutation;                                                                                  \
-        cr_expect_eq(mmr_cert_issue(&s, p.server_key, p.ca_key, p.ca, &pem), code, "%s: %s",     \
+        cr_expect_eq(mmr_cert_issue(&s, p.server_key, p.ca_key, p.ca, &pem), code, "%s: %s",       \
                      #mutation, mmr_err_msg());                                                    \
         cr_expect_null(pem);                                                                       \
     } while (0)
@@ -624,8 +641,8 @@ Test(cert, refuses_bad_specs)
     cr_expect_eq(mmr_cert_issue(&good, p.server_key, p.root_key, p.ca, &pem), MMR_EINVAL);
     cr_expect_not_null(strstr(mmr_err_msg(), "does not belong"), "%s", mmr_err_msg());
     cr_expect_eq(mmr_cert_issue(&good, p.server_key, p.server_key, NULL, &pem), MMR_EINVAL);
-    struct mmr_cert_spec root = {.kind = MMR_CERT_CA, .cn = "r", .not_before_ms = now,
-                                 .not_after_ms = now + DAY_MS};
+    struct mmr_cert_spec root = {
+        .kind = MMR_CERT_CA, .cn = "r", .not_before_ms = now, .not_after_ms = now + DAY_MS};
     cr_expect_eq(mmr_cert_issue(&root, p.server_key, p.root_key, NULL, &pem), MMR_EINVAL);
     char *pub_pem;
     struct mmr_key *pub;
@@ -704,13 +721,15 @@ Test(cert, verify_refusals_name_the_reason)
 
     /* Expired, and not yet valid. */
     struct mmr_key *k = new_key();
-    struct mmr_cert_spec old = {.kind = MMR_CERT_CLIENT, .cn = "old-device",
+    struct mmr_cert_spec old = {.kind = MMR_CERT_CLIENT,
+                                .cn = "old-device",
                                 .not_before_ms = 1600000000000LL,
                                 .not_after_ms = 1700000000000LL};
     char *expired = issue(&old, k, p.ca_key, p.ca);
     cr_expect_eq(mmr_cert_verify(expired, p.ca, NULL), MMR_EPERM);
     cr_expect_str_eq(mmr_err_msg(), "certificate 'old-device' expired at 2023-11-14T22:13:20.000Z");
-    struct mmr_cert_spec future = {.kind = MMR_CERT_CLIENT, .cn = "future-device",
+    struct mmr_cert_spec future = {.kind = MMR_CERT_CLIENT,
+                                   .cn = "future-device",
                                    .not_before_ms = now + DAY_MS,
                                    .not_after_ms = now + 2 * DAY_MS};
     char *early = issue(&future, k, p.ca_key, p.ca);
@@ -720,12 +739,15 @@ Test(cert, verify_refusals_name_the_reason)
 
     /* An expired intermediate is named as such. */
     struct mmr_key *ca_key = new_key();
-    struct mmr_cert_spec old_ca = {.kind = MMR_CERT_CA, .cn = "Old Issuing CA",
+    struct mmr_cert_spec old_ca = {.kind = MMR_CERT_CA,
+                                   .cn = "Old Issuing CA",
                                    .not_before_ms = 1600000000000LL,
                                    .not_after_ms = 1700000000000LL};
     char *old_ca_pem = issue(&old_ca, ca_key, p.root_key, p.root);
-    struct mmr_cert_spec leaf = {.kind = MMR_CERT_CLIENT, .cn = "dev",
-                                 .not_before_ms = now - DAY_MS, .not_after_ms = now + DAY_MS};
+    struct mmr_cert_spec leaf = {.kind = MMR_CERT_CLIENT,
+                                 .cn = "dev",
+                                 .not_before_ms = now - DAY_MS,
+                                 .not_after_ms = now + DAY_MS};
     char *leaf_pem = issue(&leaf, k, ca_key, old_ca_pem);
     char *chain = concat(leaf_pem, old_ca_pem);
     cr_expect_eq(mmr_cert_verify(chain, p.root, NULL), MMR_EPERM);
@@ -733,8 +755,10 @@ Test(cert, verify_refusals_name_the_reason)
                                     "'dev' expired at 2023-11-14T22:13:20.000Z");
 
     /* The issuing CA has path length 0: a sub-CA below it is not trusted. */
-    struct mmr_cert_spec sub = {.kind = MMR_CERT_CA, .cn = "Sub CA",
-                                .not_before_ms = now - DAY_MS, .not_after_ms = now + DAY_MS,
+    struct mmr_cert_spec sub = {.kind = MMR_CERT_CA,
+                                .cn = "Sub CA",
+                                .not_before_ms = now - DAY_MS,
+                                .not_after_ms = now + DAY_MS,
                                 .max_path_len = -1};
     char *sub_pem = issue(&sub, ca_key, p.ca_key, p.ca);
     char *below = issue(&leaf, k, ca_key, sub_pem);

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "agent/queue.h"
+#include "shared/db.h"
 #include "shared/db_fault.h"
 #include "shared/err.h"
 #include "shared/gzip.h"
@@ -326,11 +327,11 @@ Test(queue, read_batches_by_count_and_bytes)
 Test(queue, critical_events_go_ahead_of_a_backlog)
 {
     struct mmr_queue *q = open_q(NULL);
-    push_ok(q, "test.low", MMR_SEV_LOW, NULL);            /* 1 */
+    push_ok(q, "test.low", MMR_SEV_LOW, NULL);              /* 1 */
     push_ok(q, "test.crit", MMR_SEV_CRITICAL, "{\"a\":1}"); /* 2 */
-    push_ok(q, "test.high", MMR_SEV_HIGH, NULL);          /* 3 */
+    push_ok(q, "test.high", MMR_SEV_HIGH, NULL);            /* 3 */
     push_ok(q, "test.crit", MMR_SEV_CRITICAL, "{\"a\":2}"); /* 4 */
-    push_ok(q, "test.low", MMR_SEV_LOW, NULL);            /* 5 */
+    push_ok(q, "test.low", MMR_SEV_LOW, NULL);              /* 5 */
 
     struct mmr_queue_batch b;
     cr_assert_eq(mmr_queue_read_critical(q, 0, &b), 0, "%s", mmr_err_msg());
@@ -388,6 +389,17 @@ Test(queue, damaged_rows_still_make_valid_batches)
     d = json_object_get(json_array_get(arr, 2), "data");
     cr_expect(json_is_true(json_object_get(d, "unreadable")));
     json_decref(arr);
+    /* The tail too (mamorictl events --tail embeds the data as JSON). */
+    struct mmr_event *ev;
+    size_t n;
+    cr_assert_eq(mmr_queue_tail(q, 3, &ev, &n), 0);
+    cr_assert_eq(n, 3);
+    cr_expect_str_eq(ev[0].data, "{\"a\":1}");
+    cr_expect_str_eq(ev[1].type, "agent.unreadable");
+    cr_expect_str_eq(ev[1].data, "{\"unreadable\":true}");
+    cr_expect_str_eq(ev[2].type, "ok.type");
+    cr_expect_str_eq(ev[2].data, "{\"unreadable\":true}");
+    mmr_queue_events_free(ev, n);
     mmr_queue_close(q);
 }
 
@@ -439,8 +451,7 @@ Test(queue, push_validates_events)
     char *deep = calloc(1, 200);
     for (int i = 0; i < 40; i++)
         strcat(deep, i ? "{\"a\":" : "{");
-    cr_expect_neq(mmr_queue_push(q, &(struct mmr_event){.type = "t", .data = deep}, NULL, NULL),
-                  0);
+    cr_expect_neq(mmr_queue_push(q, &(struct mmr_event){.type = "t", .data = deep}, NULL, NULL), 0);
     free(deep);
 
     char *big = malloc(MMR_QUEUE_MAX_DATA + 16);
@@ -476,8 +487,7 @@ static int jansson_verdict(const char *data)
 static void expect_same_verdict(struct mmr_queue *q, const char *data)
 {
     int want = jansson_verdict(data);
-    int got = mmr_queue_push(q, &(struct mmr_event){.type = "test.json", .data = data}, NULL,
-                             NULL);
+    int got = mmr_queue_push(q, &(struct mmr_event){.type = "test.json", .data = data}, NULL, NULL);
     cr_assert_eq(got == 0, want == 0, "data '%s': push %d, jansson %d", data, got, want);
 }
 
@@ -486,16 +496,49 @@ Test(queue, data_validation_agrees_with_the_json_parser)
     struct mmr_queue_opts o = {.max_rows = 100};
     struct mmr_queue *q = open_q(&o);
     static const char *const cases[] = {
-        "{}", " { } ", "{\"a\":1}", "{\"a\":-0}", "{\"a\":-0.5}", "{\"a\":01}", "{\"a\":1.}",
-        "{\"a\":.5}", "{\"a\":1e5}", "{\"a\":1E+400}", "{\"a\":123456789012345678901234}",
-        "{\"a\":-}", "{\"a\":+1}", "{\"a\":tru}", "{\"a\":true}", "{\"a\":nul}",
-        "{\"a\":[1,2,]}", "{\"a\":[,]}", "{\"a\":[]}", "{\"a\":{}}", "{\"a\":1,}", "{,}",
-        "{\"a\" 1}", "{\"a\":1 \"b\":2}", "{\"a\":1,\"a\":1}", "{\"a\":1,\"\\u0061\":1}",
-        "{\"a\\n\":1,\"a\\n\":2}", "{\"a\":\"\\u0000\"}", "{\"a\":\"\\ud800\"}",
-        "{\"a\":\"\\ud83d\\ude00\"}", "{\"a\":\"\\x\"}", "{\"a\":\"tab\there\"}",
-        "{\"a\":\"caf\xc3\xa9\"}", "{\"a\":\"\xc0\xaf\"}", "{\"a\":\"\xed\xa0\x80\"}",
-        "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xe2\x82\"}", "{\"a\":\"\xf0\x9f\x98\x80\"}",
-        "{\"\xff\":1}", "{\"a\":\"unterminated}", "{\"a\":1}}", "{\"a\":1} x", "[{}]",
+        "{}",
+        " { } ",
+        "{\"a\":1}",
+        "{\"a\":-0}",
+        "{\"a\":-0.5}",
+        "{\"a\":01}",
+        "{\"a\":1.}",
+        "{\"a\":.5}",
+        "{\"a\":1e5}",
+        "{\"a\":1E+400}",
+        "{\"a\":123456789012345678901234}",
+        "{\"a\":-}",
+        "{\"a\":+1}",
+        "{\"a\":tru}",
+        "{\"a\":true}",
+        "{\"a\":nul}",
+        "{\"a\":[1,2,]}",
+        "{\"a\":[,]}",
+        "{\"a\":[]}",
+        "{\"a\":{}}",
+        "{\"a\":1,}",
+        "{,}",
+        "{\"a\" 1}",
+        "{\"a\":1 \"b\":2}",
+        "{\"a\":1,\"a\":1}",
+        "{\"a\":1,\"\\u0061\":1}",
+        "{\"a\\n\":1,\"a\\n\":2}",
+        "{\"a\":\"\\u0000\"}",
+        "{\"a\":\"\\ud800\"}",
+        "{\"a\":\"\\ud83d\\ude00\"}",
+        "{\"a\":\"\\x\"}",
+        "{\"a\":\"tab\there\"}",
+        "{\"a\":\"caf\xc3\xa9\"}",
+        "{\"a\":\"\xc0\xaf\"}",
+        "{\"a\":\"\xed\xa0\x80\"}",
+        "{\"a\":\"\xf4\x90\x80\x80\"}",
+        "{\"a\":\"\xe2\x82\"}",
+        "{\"a\":\"\xf0\x9f\x98\x80\"}",
+        "{\"\xff\":1}",
+        "{\"a\":\"unterminated}",
+        "{\"a\":1}}",
+        "{\"a\":1} x",
+        "[{}]",
         "{\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,\"k8\":8,\"k9\":9,"
         "\"k10\":1,\"k11\":1,\"k12\":1,\"k13\":1,\"k14\":1,\"k15\":1,\"k16\":1,\"k17\":1,"
         "\"k1\":1}",
@@ -522,7 +565,8 @@ Test(queue, data_validation_agrees_with_the_json_parser)
     static const char seed[] =
         "{\"path\":\"/home/u/caf\xc3\xa9.exe\",\"n\":[1,-2.5,0,true,false,null],"
         "\"o\":{\"k\":\"v\\n\",\"e\":{}},\"s\":\"\\u00e9\\\"x\"}";
-    static const char alphabet[] = "{}[]\":,\\ 019.-eEtfnu\x80\xc3\xa9\xed\xa0\xf4\x90a";
+    static const char alphabet[] = "{}[]\":,\\ 019.-eEtfnu\x80\xc3\xa9\xed\xa0\xf4\x90"
+                                   "a";
     srand(12345);
     char buf[sizeof(seed) + 8];
     for (int iter = 0; iter < 20000; iter++) {
@@ -575,7 +619,7 @@ static void collect_cb(void *arg, int rc, uint64_t seq)
     atomic_fetch_add(&a->c->calls, 1);
 }
 
-#define PRODUCERS 8
+#define PRODUCERS    8
 #define PER_PRODUCER 3000
 
 struct producer {
@@ -640,8 +684,10 @@ Test(queue, group_commit_under_concurrent_producers)
     cr_assert_eq(json_array_size(arr), n);
     for (size_t i = 0; i < n; i++) {
         json_t *data = json_object_get(json_array_get(arr, c.seqs[i] - 1), "data");
-        cr_assert_eq(json_integer_value(json_object_get(data, "p")), (json_int_t)(i / PER_PRODUCER));
-        cr_assert_eq(json_integer_value(json_object_get(data, "i")), (json_int_t)(i % PER_PRODUCER));
+        cr_assert_eq(json_integer_value(json_object_get(data, "p")),
+                     (json_int_t)(i / PER_PRODUCER));
+        cr_assert_eq(json_integer_value(json_object_get(data, "i")),
+                     (json_int_t)(i % PER_PRODUCER));
     }
     json_decref(arr);
     free(seen);
@@ -810,7 +856,8 @@ Test(queue, drop_rule_with_a_row_cap)
     cr_expect_eq(st.dropped[MMR_SEV_LOW], 6);
     uint64_t gap_seq;
     char *data = gap_data(q, &gap_seq);
-    cr_expect_str_eq(data, "{\"dropped\":{\"low\":6,\"medium\":0,\"high\":0},\"reason\":\"queue full\"}");
+    cr_expect_str_eq(data,
+                     "{\"dropped\":{\"low\":6,\"medium\":0,\"high\":0},\"reason\":\"queue full\"}");
     free(data);
     cr_expect_eq(gap_seq, 12, "the gap event is recorded at the first drop");
     char seqs[256];
@@ -900,7 +947,8 @@ Test(queue, one_gap_event_per_drop_episode)
         push_ok(q, "test.low", MMR_SEV_LOW, NULL);
     uint64_t first_gap;
     char *data = gap_data(q, &first_gap);
-    cr_expect_str_eq(data, "{\"dropped\":{\"low\":3,\"medium\":0,\"high\":0},\"reason\":\"queue full\"}");
+    cr_expect_str_eq(data,
+                     "{\"dropped\":{\"low\":3,\"medium\":0,\"high\":0},\"reason\":\"queue full\"}");
     free(data);
     /* Tail is not an upload: the episode goes on. */
     push_ok(q, "test.low", MMR_SEV_LOW, NULL);
@@ -1044,8 +1092,8 @@ Test(queue, tail_returns_the_most_recent_events)
     for (int i = 1; i <= 30; i++) {
         char data[32];
         snprintf(data, sizeof(data), "{\"i\":%d}", i);
-        struct mmr_event in = {.type = "test.tail", .severity = i % 4, .time_ms = 1000 + i,
-                               .data = data};
+        struct mmr_event in = {
+            .type = "test.tail", .severity = i % 4, .time_ms = 1000 + i, .data = data};
         cr_assert_eq(mmr_queue_push_sync(q, &in, NULL), 0);
     }
     cr_assert_eq(mmr_queue_tail(q, 5, &ev, &n), 0);
@@ -1085,8 +1133,8 @@ Test(queue, stats_reflect_the_queue)
     int64_t t = 1700000000000;
     for (int sev = 0; sev < MMR_SEV_COUNT; sev++) {
         for (int i = 0; i < per_sev[sev]; i++) {
-            struct mmr_event ev = {.type = "test.stats", .severity = sev, .time_ms = t++,
-                                   .data = "{\"k\":\"v\"}"};
+            struct mmr_event ev = {
+                .type = "test.stats", .severity = sev, .time_ms = t++, .data = "{\"k\":\"v\"}"};
             cr_assert_eq(mmr_queue_push_sync(q, &ev, NULL), 0);
             bytes += MMR_QUEUE_EVENT_OVERHEAD + strlen(ev.type) + strlen(ev.data);
         }
@@ -1167,8 +1215,7 @@ Test(queue, full_disk_fails_cleanly_and_recovers)
     char seqs[64];
     seq_list(q, seqs, sizeof(seqs));
     char want[64];
-    snprintf(want, sizeof(want), "%llu,%llu", (unsigned long long)first,
-             (unsigned long long)next);
+    snprintf(want, sizeof(want), "%llu,%llu", (unsigned long long)first, (unsigned long long)next);
     cr_expect_str_eq(seqs, want);
     mmr_queue_close(q);
 
@@ -1261,27 +1308,38 @@ Test(queue, open_refuses_a_file_that_is_not_a_database)
 
 Test(queue, shares_agent_db_with_other_tables)
 {
-    /* agent.db holds other tables and a schema version: the queue leaves both. */
-    sqlite3 *h;
-    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
-    cr_assert_eq(sqlite3_exec(h,
-                              "CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT);"
-                              "PRAGMA user_version = 1;",
-                              NULL, NULL, NULL),
-                 SQLITE_OK);
-    sqlite3_close(h);
+    /* agent.db as agent_db.c makes it: its own tables, then the queue's
+     * schema as a migration. The queue leaves both and the version alone. */
+    static const struct mmr_db_migration migs[] = {
+        {1, "CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT) WITHOUT ROWID;"},
+        {2, mmr_queue_schema_sql},
+    };
+    struct mmr_db *db;
+    struct mmr_db_opts dbo = {.sync_full = true};
+    cr_assert_eq(mmr_db_open(path, &dbo, migs, 2, &db), 0, "%s", mmr_err_msg());
     struct mmr_queue *q = open_q(NULL);
     push_ok(q, "test.shared", 0, NULL);
+    cr_expect_eq(mmr_db_exec(db, "INSERT INTO agent_state VALUES ('k', 'v')"), 0);
+    push_ok(q, "test.shared", 0, NULL);
+    cr_expect_eq(mmr_db_schema_version(db), 2);
     mmr_queue_close(q);
-    cr_assert_eq(sqlite3_open(path, &h), SQLITE_OK);
-    sqlite3_stmt *st;
-    cr_assert_eq(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
-    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
-    cr_expect_eq(sqlite3_column_int(st, 0), 1);
-    sqlite3_finalize(st);
-    /* The schema applies twice without harm (the migration and the open). */
-    cr_expect_eq(sqlite3_exec(h, mmr_queue_schema_sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(h);
+    mmr_db_close(db);
+
+    /* Opened again in the other order: the queue first on a fresh file. */
+    cr_assert_eq(remove(path), 0);
+    char side[160];
+    snprintf(side, sizeof(side), "%s-wal", path);
+    remove(side);
+    snprintf(side, sizeof(side), "%s-shm", path);
+    remove(side);
+    q = open_q(NULL);
+    push_ok(q, "test.shared", 0, NULL);
+    cr_assert_eq(mmr_db_open(path, &dbo, migs, 2, &db), 0, "%s", mmr_err_msg());
+    cr_expect_eq(mmr_db_schema_version(db), 2);
+    push_ok(q, "test.shared", 0, NULL);
+    mmr_db_close(db);
+    cr_expect_eq(stats_of(q).events, 2);
+    mmr_queue_close(q);
 }
 
 /* ---- kill -9 --------------------------------------------------------------- */

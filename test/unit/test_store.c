@@ -106,8 +106,8 @@ static int enroll_as(struct mmr_store *s, const struct tok *t, const char *hw, c
     return mmr_store_device_enroll(s, &in, dev, why);
 }
 
-static void enroll_ok(struct mmr_store *s, const struct tok *t, const char *hw,
-                      const char *serial, struct mmr_store_device *dev)
+static void enroll_ok(struct mmr_store *s, const struct tok *t, const char *hw, const char *serial,
+                      struct mmr_store_device *dev)
 {
     enum mmr_store_refusal why = MMR_STORE_TOKEN_UNKNOWN;
     int rc = enroll_as(s, t, hw, serial, dev, &why);
@@ -172,8 +172,7 @@ static struct mmr_store_events_result insert_range(struct mmr_store *s, const ch
     struct mmr_store_events_result res;
     int rc = mmr_store_events_insert(s, dev, after, ev, n, &res);
     free(ev);
-    cr_assert_eq(rc, 0, "insert %lld..%lld: %s", (long long)first, (long long)last,
-                 mmr_err_msg());
+    cr_assert_eq(rc, 0, "insert %lld..%lld: %s", (long long)first, (long long)last, mmr_err_msg());
     return res;
 }
 
@@ -1401,8 +1400,16 @@ struct checker {
     struct mmr_store *s;
     volatile int stop;
     int errors;
-    long checks;
+    volatile long checks;
 };
+
+/* Until every checker has run at least once, so that they truly race. */
+static void checkers_started(struct checker *c, int n)
+{
+    for (int i = 0; i < n; i++)
+        while (c[i].checks == 0)
+            uv_sleep(1);
+}
 
 static void checker_main(void *p)
 {
@@ -1425,6 +1432,7 @@ Test(store, revoke_is_seen_by_every_reader)
     uv_thread_t th[3];
     for (int i = 0; i < 3; i++)
         cr_assert_eq(uv_thread_create(&th[i], checker_main, &c[i]), 0);
+    checkers_started(c, 3);
     struct mmr_store_checkin ci = {.queue_depth = 1, .policy_version = 1};
     for (int i = 0; i < 200; i++)
         cr_assert_eq(mmr_store_device_checkin(s, d.id, &ci), 0, "%s", mmr_err_msg());
@@ -1711,8 +1719,8 @@ static void bench_events_main(void *p)
     struct mmr_store_event_in *ev = make_events(1, (size_t)t->per_batch, "scan.detection", 1);
     for (int b = 0; b < t->batches; b++) {
         struct mmr_store_events_result r;
-        if (mmr_store_events_insert(t->s, t->device, ev[0].seq - 1, ev, (size_t)t->per_batch,
-                                    &r) < 0)
+        if (mmr_store_events_insert(t->s, t->device, ev[0].seq - 1, ev, (size_t)t->per_batch, &r) <
+            0)
             t->failures++;
         for (int k = 0; k < t->per_batch; k++)
             ev[k].seq += t->per_batch;
@@ -1741,8 +1749,7 @@ static double bench_run(struct mmr_store *s, struct mmr_store_device *devs, int 
     uv_thread_t th[4];
     uint64_t t0 = uv_hrtime();
     for (int i = 0; i < nthreads; i++) {
-        t[i] = (struct bench_thread){
-            .s = s, .batches = batches, .per_batch = per_batch};
+        t[i] = (struct bench_thread){.s = s, .batches = batches, .per_batch = per_batch};
         snprintf(t[i].device, sizeof(t[i].device), "%s", devs[i].id);
         cr_assert_eq(uv_thread_create(&th[i], fn, &t[i]), 0);
     }
@@ -1798,6 +1805,28 @@ Test(store, benchmark)
     /* Four threads of small batches share fsyncs (group commit). */
     sec = bench_run(s, devs + 9, 4, bench_events_main, 100, 10);
     cr_log_info("store_events_batch10_4threads: %.0f batches/s", 400 / sec);
+
+    /* Enrollments: one durable commit each. */
+    cr_assert_eq(mmr_store_token_create(s, &tn, t.id, t.secret), 0);
+    uint64_t e0 = uv_hrtime();
+    for (int i = 0; i < 100; i++) {
+        char id[MMR_STORE_ID_SIZE], hw[16], serial[16];
+        snprintf(hw, sizeof(hw), "hw-e%d", i);
+        snprintf(serial, sizeof(serial), "e%x", i + 1);
+        cr_assert_eq(mmr_store_device_id_for_hardware(s, hw, id), 0);
+        struct mmr_store_enroll in = {.token_id = t.id,
+                                      .token_secret = t.secret,
+                                      .device_id = id,
+                                      .hardware_id = hw,
+                                      .hostname = "bench",
+                                      .os = "linux",
+                                      .agent_version = "0.1.0",
+                                      .cert_serial = serial,
+                                      .cert_not_after = mmr_time_now_ms() + DAY_MS};
+        cr_assert_eq(mmr_store_device_enroll(s, &in, NULL, NULL), 0, "%s", mmr_err_msg());
+    }
+    cr_log_info("store_enroll_1thread: %.0f enrollments/s",
+                100 / ((double)(uv_hrtime() - e0) / 1e9));
 
     /* Handshake checks on the reader pool. */
     uint64_t t0 = uv_hrtime();
@@ -2040,8 +2069,7 @@ Test(store, busy_database)
 
     struct mmr_store_event_in *ev = make_events(1, 5, "x", 1);
     struct mmr_store_events_result r;
-    cr_expect_eq(mmr_store_events_insert(s, d.id, 0, ev, 5, &r), MMR_EBUSY, "%s",
-                 mmr_err_msg());
+    cr_expect_eq(mmr_store_events_insert(s, d.id, 0, ev, 5, &r), MMR_EBUSY, "%s", mmr_err_msg());
     struct mmr_store_checkin ci = {.queue_depth = 1, .policy_version = 1};
     cr_expect_eq(mmr_store_device_checkin(s, d.id, &ci), MMR_EBUSY, "%s", mmr_err_msg());
     cr_expect_eq(mmr_store_device_revoke(s, d.id, "a"), MMR_EBUSY);
@@ -2104,6 +2132,7 @@ Test(store, readers_are_shared)
     uv_thread_t th[3];
     for (int i = 0; i < 3; i++)
         cr_assert_eq(uv_thread_create(&th[i], checker_main, &c[i]), 0);
+    checkers_started(c, 3);
     for (int i = 0; i < 500; i++)
         cr_assert_eq(mmr_store_device_by_serial(s, "0100", NULL, NULL), 0, "%s", mmr_err_msg());
     for (int i = 0; i < 3; i++) {
@@ -2113,4 +2142,127 @@ Test(store, readers_are_shared)
     }
     mmr_store_device_clear(&d);
     mmr_store_close(s);
+}
+
+static int tally(int rc, int *failed)
+{
+    *failed += rc < 0;
+    return rc;
+}
+
+/* Calls everything; each call either works or fails leaving its outputs
+ * empty. Returns how many failed. */
+static int call_everything(struct mmr_store *s, const char *dev, const struct tok *t)
+{
+    int failed = 0;
+    size_t n;
+#define TALLY(call) tally((call), &failed)
+    char id[MMR_STORE_ID_SIZE], sec[MMR_STORE_SECRET_SIZE];
+    struct mmr_store_token_new tn = {
+        .org = "o", .group = "g", .uses = 1, .expires_at = T0 + 1, .created_by = "a"};
+    TALLY(mmr_store_token_create(s, &tn, id, sec));
+    struct mmr_store_token *tl;
+    if (TALLY(mmr_store_token_list(s, false, &tl, &n)) == 0)
+        mmr_store_token_free(tl, n);
+    else
+        cr_expect_null(tl);
+    TALLY(mmr_store_token_check(s, t->id, t->secret, NULL));
+    struct mmr_store_device d;
+    if (TALLY(mmr_store_device_get(s, dev, &d)) == 0)
+        mmr_store_device_clear(&d);
+    else
+        cr_expect_null(d.hardware_id);
+    TALLY(mmr_store_device_id_for_hardware(s, "hw-1", id));
+    enum mmr_store_refusal why;
+    memset(&d, 0, sizeof(d));
+    if (TALLY(enroll_as(s, t, "hw-9", "99", &d, &why)) == 0)
+        mmr_store_device_clear(&d);
+    else
+        cr_expect_null(d.hardware_id);
+    if (TALLY(mmr_store_device_by_serial(s, "01", &d, NULL)) == 0)
+        mmr_store_device_clear(&d);
+    else
+        cr_expect_null(d.hardware_id);
+    struct mmr_store_checkin ci = {.queue_depth = 1, .policy_version = 1};
+    TALLY(mmr_store_device_checkin(s, dev, &ci));
+    TALLY(mmr_store_device_renew(s, dev, "01", "02", T0 + DAY_MS));
+    TALLY(mmr_store_device_by_serial(s, "02", NULL, NULL));
+    struct mmr_store_device *dl;
+    int64_t total;
+    if (TALLY(mmr_store_device_list(s, NULL, &dl, &n, &total)) == 0)
+        mmr_store_device_free(dl, n);
+    else
+        cr_expect_null(dl);
+    TALLY(mmr_store_device_count(s, NULL, &total));
+    struct mmr_store_cert *cl;
+    if (TALLY(mmr_store_device_certs(s, dev, &cl, &n)) == 0)
+        mmr_store_cert_free(cl, n);
+    else
+        cr_expect_null(cl);
+    struct mmr_store_event_in *ev = make_events(11, 3, "x", 1);
+    struct mmr_store_events_result r;
+    TALLY(mmr_store_events_insert(s, dev, -1, ev, 3, &r));
+    TALLY(mmr_store_events_insert(s, dev, -1, ev, 0, &r));
+    free(ev);
+    struct mmr_store_event *el;
+    if (TALLY(mmr_store_events_recent(s, dev, 0, &el, &n)) == 0)
+        mmr_store_event_free(el, n);
+    else
+        cr_expect_null(el);
+    struct mmr_store_event_filter f = {.device_id = dev, .type = "x", .severity = 1};
+    TALLY(mmr_store_events_count(s, &f, &total));
+    int64_t sev[MMR_STORE_SEVERITIES];
+    TALLY(mmr_store_events_count_by_severity(s, dev, sev));
+    struct mmr_store_type_count *tc;
+    if (TALLY(mmr_store_events_count_by_type(s, dev, &tc, &n)) == 0)
+        mmr_store_type_count_free(tc, n);
+    int64_t v = 0;
+    TALLY(mmr_store_policy_publish(s, "g", &v, "{}", "c2ln", "a"));
+    TALLY(mmr_store_policy_rollback(s, "g", 1, "a"));
+    struct mmr_store_policy p;
+    if (TALLY(mmr_store_policy_active(s, "g", &p)) == 0)
+        mmr_store_policy_clear(&p);
+    if (TALLY(mmr_store_policy_get(s, "g", 1, &p)) == 0)
+        mmr_store_policy_clear(&p);
+    TALLY(mmr_store_policy_active_version(s, "g", &v));
+    struct mmr_store_policy_change *h;
+    if (TALLY(mmr_store_policy_history(s, "g", &h, &n)) == 0)
+        mmr_store_policy_change_free(h, n);
+    TALLY(mmr_store_audit_add(s, "a", "b", "c", NULL));
+    struct mmr_store_audit *a;
+    if (TALLY(mmr_store_audit_list(s, 0, 0, &a, &n)) == 0)
+        mmr_store_audit_free(a, n);
+    TALLY(mmr_store_token_revoke(s, t->id, "a"));
+    TALLY(mmr_store_device_revoke(s, dev, "a"));
+    TALLY(mmr_store_device_unrevoke(s, dev, "a"));
+#undef TALLY
+    return failed;
+}
+
+/* One table at a time vanishes under cached statements: every call that
+ * needs it fails cleanly, the others go on. */
+Test(store, damage_sweep_one_table_at_a_time)
+{
+    static const char *const tables[] = {
+        "audit",        "policy_history", "policy_active", "policies", "event_totals",
+        "event_counts", "events",         "tokens",        "certs",    "devices"};
+    for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
+        char sql[64];
+        remove(path);
+        snprintf(sql, sizeof(sql), "%s-wal", path);
+        remove(sql);
+        snprintf(sql, sizeof(sql), "%s-shm", path);
+        remove(sql);
+        struct mmr_store *s = open_with(1, NULL);
+        struct tok t;
+        struct mmr_store_device d;
+        fill_and_read(s, &t, &d);
+        snprintf(sql, sizeof(sql), "DROP TABLE %s", tables[i]);
+        raw_exec(sql);
+        int failed = call_everything(s, d.id, &t);
+        cr_expect_gt(failed, 0, "%s", tables[i]);
+        cr_log_info("without %s: %d calls failed", tables[i], failed);
+        mmr_store_device_clear(&d);
+        mmr_store_close(s);
+    }
 }

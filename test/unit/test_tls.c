@@ -58,22 +58,29 @@ static void make_pki(struct pki *p, const char *const *sans, size_t san_count)
     p->ca_key = new_key();
     p->server_key = new_key();
     p->device_key = new_key();
-    struct mmr_cert_spec root = {.kind = MMR_CERT_CA, .cn = "Mamori Root CA",
-                                 .not_before_ms = now - DAY_MS, .not_after_ms = now + 3650 * DAY_MS,
+    struct mmr_cert_spec root = {.kind = MMR_CERT_CA,
+                                 .cn = "Mamori Root CA",
+                                 .not_before_ms = now - DAY_MS,
+                                 .not_after_ms = now + 3650 * DAY_MS,
                                  .max_path_len = 1};
     p->root = issue(&root, p->root_key, p->root_key, NULL);
-    struct mmr_cert_spec ca = {.kind = MMR_CERT_CA, .cn = "Mamori Issuing CA",
-                               .not_before_ms = now - DAY_MS, .not_after_ms = now + 1825 * DAY_MS,
+    struct mmr_cert_spec ca = {.kind = MMR_CERT_CA,
+                               .cn = "Mamori Issuing CA",
+                               .not_before_ms = now - DAY_MS,
+                               .not_after_ms = now + 1825 * DAY_MS,
                                .max_path_len = 0};
     p->ca = issue(&ca, p->ca_key, p->root_key, p->root);
-    struct mmr_cert_spec server = {.kind = MMR_CERT_SERVER, .cn = "mamori-server",
+    struct mmr_cert_spec server = {.kind = MMR_CERT_SERVER,
+                                   .cn = "mamori-server",
                                    .not_before_ms = now - DAY_MS,
-                                   .not_after_ms = now + 365 * DAY_MS, .san = sans,
+                                   .not_after_ms = now + 365 * DAY_MS,
+                                   .san = sans,
                                    .san_count = san_count};
     char *server_pem = issue(&server, p->server_key, p->ca_key, p->ca);
     p->server_chain = mmr_asprintf("%s%s", server_pem, p->ca);
     free(server_pem);
-    struct mmr_cert_spec device = {.kind = MMR_CERT_CLIENT, .cn = "device-0001",
+    struct mmr_cert_spec device = {.kind = MMR_CERT_CLIENT,
+                                   .cn = "device-0001",
                                    .not_before_ms = now - DAY_MS,
                                    .not_after_ms = now + 90 * DAY_MS};
     p->device = issue(&device, p->device_key, p->ca_key, p->ca);
@@ -95,8 +102,10 @@ static void free_pki(struct pki *p)
 
 static struct mmr_tls_server *new_server_tls(struct pki *p, enum mmr_tls_client_auth auth)
 {
-    struct mmr_tls_server_opts o = {.cert_chain_pem = p->server_chain, .key = p->server_key,
-                                    .client_ca_pem = p->ca, .client_auth = auth};
+    struct mmr_tls_server_opts o = {.cert_chain_pem = p->server_chain,
+                                    .key = p->server_key,
+                                    .client_ca_pem = p->ca,
+                                    .client_auth = auth};
     struct mmr_tls_server *srv = NULL;
     cr_assert_eq(mmr_tls_server_new(&o, &srv), 0, "%s", mmr_err_msg());
     return srv;
@@ -106,8 +115,8 @@ static struct mmr_tls_server *new_server_tls(struct pki *p, enum mmr_tls_client_
 static struct mmr_tls_client *new_client(const char *ca_pem, const char *pin, const char *chain,
                                          struct mmr_key *key)
 {
-    struct mmr_tls_client_opts o = {.ca_pem = ca_pem, .pin_sha256 = pin,
-                                    .cert_chain_pem = chain, .key = key};
+    struct mmr_tls_client_opts o = {
+        .ca_pem = ca_pem, .pin_sha256 = pin, .cert_chain_pem = chain, .key = key};
     struct mmr_tls_client *cli = NULL;
     cr_assert_eq(mmr_tls_client_new(&o, &cli), 0, "%s", mmr_err_msg());
     return cli;
@@ -116,9 +125,11 @@ static struct mmr_tls_client *new_client(const char *ca_pem, const char *pin, co
 /* ---- a TLS server on a libuv loop in a thread ------------------------------------ */
 
 enum server_mode {
-    SERVE_TLS,        /* greet with what we know of the peer, then echo */
-    SERVE_SILENT,     /* accept and never answer */
-    SERVE_PLAIN_TEXT, /* answer like an HTTP server */
+    SERVE_TLS,         /* greet with what we know of the peer, then echo */
+    SERVE_SILENT,      /* accept and never answer */
+    SERVE_PLAIN_TEXT,  /* answer like an HTTP server */
+    SERVE_GREET_CLOSE, /* greet, then close_notify */
+    SERVE_GREET_DROP,  /* greet, then drop the connection without close_notify */
 };
 
 struct server {
@@ -227,8 +238,16 @@ static void serve(struct sconn *c)
 {
     char buf[16384];
     int rc = mmr_tls_conn_handshake(c->tls);
-    if (rc == MMR_TLS_OK && !c->greeted)
+    if (rc == MMR_TLS_OK && !c->greeted) {
         greet(c);
+        if (c->srv->mode == SERVE_GREET_CLOSE)
+            mmr_tls_conn_close_notify(c->tls);
+        if (c->srv->mode != SERVE_TLS) {
+            flush_conn(c);
+            finish_conn(c);
+            return;
+        }
+    }
     while (rc == MMR_TLS_OK) {
         size_t n = 0;
         rc = mmr_tls_conn_read(c->tls, buf, sizeof(buf), &n);
@@ -253,7 +272,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 static void on_sconn_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 {
     struct sconn *c = stream->data;
-    if (n > 0 && c->srv->mode == SERVE_TLS) {
+    if (n > 0 && c->srv->mode != SERVE_SILENT) {
         if (mmr_tls_conn_feed(c->tls, buf->base, (size_t)n) < 0) {
             record_error(c->srv, mmr_err_msg());
             finish_conn(c);
@@ -285,7 +304,7 @@ static void on_connection(uv_stream_t *listener, int status)
         finish_conn(c);
         return;
     }
-    if (srv->mode == SERVE_TLS)
+    if (srv->mode != SERVE_SILENT)
         cr_assert_eq(mmr_tls_conn_new(srv->tls, &c->tls), 0);
     uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_sconn_read);
 }
@@ -382,8 +401,7 @@ static void read_line(struct mmr_tls_stream *s, char *line, size_t size)
 }
 
 /* Connects, reads the greeting, closes; returns the greeting. */
-static void greeting(struct mmr_tls_client *cli, int port, char *line, size_t size,
-                     bool *resumed)
+static void greeting(struct mmr_tls_client *cli, int port, char *line, size_t size, bool *resumed)
 {
     struct mmr_tls_stream *s = connect_ok(cli, "127.0.0.1", port);
     read_line(s, line, size);
@@ -582,10 +600,19 @@ Test(tls, pin_mismatch_is_refused)
     cr_expect_str_eq(err, "client ended the connection with alert 'bad certificate' (42)");
     mmr_tls_client_free(cli);
 
-    cli = new_client(NULL, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff",
-                     NULL, NULL);
+    cli = new_client(NULL, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", NULL,
+                     NULL);
     cr_expect_eq(connect_fails(cli, "127.0.0.1", srv.port), MMR_EPERM);
     expect_contains(mmr_err_msg(), "does not contain the pinned CA sha256:0011");
+    mmr_tls_client_free(cli);
+
+    /* A pin must name a CA: pinning the server's own certificate is refused. */
+    struct mmr_cert_info leaf;
+    cr_assert_eq(mmr_cert_read_info(p.server_chain, &leaf), 0);
+    cli = new_client(NULL, leaf.sha256_hex, NULL, NULL);
+    cr_expect_eq(connect_fails(cli, "127.0.0.1", srv.port), MMR_EPERM);
+    expect_contains(mmr_err_msg(), "server certificate 'mamori-server' is not signed by the pinned "
+                                   "CA sha256:");
     mmr_tls_client_free(cli);
 
     stop_server(&srv);
@@ -627,7 +654,8 @@ Test(tls, wrong_ca_is_refused_both_ways)
 static char *expired_device_cert(struct pki *p, struct mmr_key *key)
 {
     int64_t now = mmr_time_now_ms();
-    struct mmr_cert_spec old = {.kind = MMR_CERT_CLIENT, .cn = "old-device",
+    struct mmr_cert_spec old = {.kind = MMR_CERT_CLIENT,
+                                .cn = "old-device",
                                 .not_before_ms = now - 100 * DAY_MS,
                                 .not_after_ms = now - 10 * DAY_MS};
     return issue(&old, key, p->ca_key, p->ca);
@@ -741,7 +769,8 @@ Test(tls, device_certificate_cannot_serve)
     /* A device certificate comes from the same CA; it must not pass for the server. */
     struct pki p;
     make_pki(&p, local_sans, 2);
-    struct mmr_tls_server_opts o = {.cert_chain_pem = p.device_chain, .key = p.device_key,
+    struct mmr_tls_server_opts o = {.cert_chain_pem = p.device_chain,
+                                    .key = p.device_key,
                                     .client_auth = MMR_TLS_CLIENT_CERT_NONE};
     struct mmr_tls_server *tls = NULL;
     cr_expect_eq(mmr_tls_server_new(&o, &tls), MMR_EINVAL);
@@ -780,6 +809,38 @@ Test(tls, plain_text_server_and_unreachable_ports)
     expect_contains(mmr_err_msg(), "cannot connect: connection refused");
     cr_expect_eq(connect_fails(cli, "no-such-host.invalid", port), MMR_ECONN);
     expect_contains(mmr_err_msg(), "cannot resolve 'no-such-host.invalid'");
+
+    mmr_tls_client_free(cli);
+    free_pki(&p);
+}
+
+Test(tls, end_of_session_clean_or_not)
+{
+    struct pki p;
+    make_pki(&p, local_sans, 2);
+    struct mmr_tls_client *cli = new_client(p.root, NULL, NULL, NULL);
+    char line[1024], buf[64];
+    size_t n = 99;
+
+    struct server srv;
+    start_server(&srv, new_server_tls(&p, MMR_TLS_CLIENT_CERT_NONE), SERVE_GREET_CLOSE);
+    struct mmr_tls_stream *s = connect_ok(cli, "127.0.0.1", srv.port);
+    read_line(s, line, sizeof(line));
+    cr_expect_eq(mmr_tls_stream_read(s, buf, sizeof(buf), TIMEOUT_MS, &n), 0, "%s", mmr_err_msg());
+    cr_expect_eq(n, 0, "close_notify reads as the end");
+    cr_expect_eq(mmr_tls_stream_read(s, buf, sizeof(buf), TIMEOUT_MS, &n), 0);
+    cr_expect_eq(n, 0);
+    mmr_tls_stream_close(s);
+    stop_server(&srv);
+
+    start_server(&srv, new_server_tls(&p, MMR_TLS_CLIENT_CERT_NONE), SERVE_GREET_DROP);
+    mmr_tls_client_forget_session(cli);
+    s = connect_ok(cli, "127.0.0.1", srv.port);
+    read_line(s, line, sizeof(line));
+    cr_expect_eq(mmr_tls_stream_read(s, buf, sizeof(buf), TIMEOUT_MS, &n), MMR_ECONN);
+    expect_contains(mmr_err_msg(), "the server closed the connection without close_notify");
+    mmr_tls_stream_close(s);
+    stop_server(&srv);
 
     mmr_tls_client_free(cli);
     free_pki(&p);
@@ -877,6 +938,49 @@ Test(engine, pair_over_memory)
     free_pki(&p);
 }
 
+/* Server CPU per handshake, full (mutual TLS) and resumed: what sizes the
+ * server for a fleet. Only the server engine's calls are timed. */
+Test(engine, server_cost_per_handshake)
+{
+    struct pki p;
+    make_pki(&p, local_sans, 2);
+    struct mmr_tls_server *tls = new_server_tls(&p, MMR_TLS_CLIENT_CERT_OPTIONAL);
+    struct mmr_tls_client *cli = new_client(p.root, NULL, p.device, p.device_key);
+    enum { ROUNDS = 10 };
+    uint64_t spent[2] = {0, 0};
+    for (int round = 0; round < 2 * ROUNDS; round++) {
+        bool resume = round >= ROUNDS;
+        if (!resume)
+            mmr_tls_client_forget_session(cli);
+        struct mmr_tls_conn *server, *client;
+        cr_assert_eq(mmr_tls_conn_new(tls, &server), 0);
+        cr_assert_eq(mmr_tls_conn_new_client(cli, "localhost", &client), 0);
+        int a = MMR_TLS_WANT_INPUT, b = MMR_TLS_WANT_INPUT;
+        for (int i = 0; i < 20 && (a != MMR_TLS_OK || b != MMR_TLS_OK); i++) {
+            a = mmr_tls_conn_handshake(client);
+            pump(client, server);
+            uint64_t t0 = uv_hrtime();
+            b = mmr_tls_conn_handshake(server);
+            spent[resume] += uv_hrtime() - t0;
+            pump(server, client);
+            cr_assert(a >= 0 && b >= 0, "%s", mmr_err_msg());
+        }
+        cr_expect_eq(mmr_tls_conn_resumed(server), resume);
+        struct mmr_cert_info info;
+        cr_expect_eq(mmr_tls_conn_peer_cert(server, &info), 0, "%s", mmr_err_msg());
+        mmr_tls_conn_free(client);
+        mmr_tls_conn_free(server);
+    }
+    double full_ms = (double)spent[0] / ROUNDS / 1e6, resumed_ms = (double)spent[1] / ROUNDS / 1e6;
+    cr_log_info("tls_server_cpu_full_handshake: %.2f ms (mutual TLS)", full_ms);
+    cr_log_info("tls_server_cpu_resumed_handshake: %.3f ms (ratio %.0fx)", resumed_ms,
+                full_ms / resumed_ms);
+    cr_expect_lt(resumed_ms, full_ms);
+    mmr_tls_client_free(cli);
+    mmr_tls_server_free(tls);
+    free_pki(&p);
+}
+
 Test(engine, garbage_gets_a_clean_error)
 {
     struct pki p;
@@ -890,7 +994,8 @@ Test(engine, garbage_gets_a_clean_error)
     char buf[64];
     size_t n;
     cr_expect_eq(mmr_tls_conn_read(c, buf, sizeof(buf), &n), MMR_EPROTO);
-    cr_expect_str_eq(mmr_err_msg(), "client sent plain text instead of TLS (it begins \"GET /v1/ch\")");
+    cr_expect_str_eq(mmr_err_msg(),
+                     "client sent plain text instead of TLS (it begins \"GET /v1/ch\")");
     mmr_err_clear();
     cr_expect_eq(mmr_tls_conn_handshake(c), MMR_EPROTO, "the failure sticks");
     expect_contains(mmr_err_msg(), "plain text");
@@ -965,7 +1070,8 @@ Test(config, server_refuses_bad_settings)
     struct pki p;
     make_pki(&p, local_sans, 2);
     struct mmr_tls_server *tls = NULL;
-    struct mmr_tls_server_opts o = {.cert_chain_pem = p.server_chain, .key = p.server_key,
+    struct mmr_tls_server_opts o = {.cert_chain_pem = p.server_chain,
+                                    .key = p.server_key,
                                     .client_ca_pem = p.ca,
                                     .client_auth = MMR_TLS_CLIENT_CERT_REQUIRED};
     struct mmr_tls_server_opts bad;

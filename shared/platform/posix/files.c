@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,11 @@ int mmr_disk_space(const char *path, uint64_t *free_bytes, uint64_t *total_bytes
     *free_bytes = (uint64_t)sv.f_bavail * sv.f_frsize;
     *total_bytes = (uint64_t)sv.f_blocks * sv.f_frsize;
     return 0;
+}
+
+void mmr_process_ignore_sigpipe(void)
+{
+    signal(SIGPIPE, SIG_IGN);
 }
 
 void mmr_process_private_files(void)
