@@ -35,8 +35,9 @@ memcheck: release
 	@MMR_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
 	  ctest --test-dir $(REL_DIR) --output-on-failure -L integration
 
+DEMO_PORT ?= 18443
 demo: release
-	@scripts/demo $(REL_DIR)
+	@scripts/demo $(REL_DIR) $(DEMO_PORT)
 
 bench: release
 	@scripts/bench $(REL_DIR)

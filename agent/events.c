@@ -164,8 +164,21 @@ static void handle_events(struct mmr_control_call *call, json_t *args, void *ud)
     }
 }
 
+/* "sync": check in and send everything now, instead of at the next cycle. */
+static void handle_sync(struct mmr_control_call *call, json_t *args, void *ud)
+{
+    struct mmr_agent *a = ud;
+    if (!a->checkin) {
+        mmr_control_fail(call, MMR_EIO, "the check-in cycle is not running");
+        return;
+    }
+    mmr_checkin_wake(a->checkin, false);
+    mmr_control_reply(call, json_pack("{s:b}", "started", 1));
+}
+
 void mmr_events_register(struct mmr_control *ctl, struct mmr_agent *agent)
 {
+    mmr_control_register(ctl, "sync", true, handle_sync, agent);
     mmr_control_register(ctl, "selftest", true, handle_selftest, agent);
     mmr_control_register(ctl, "events", true, handle_events, agent);
 }

@@ -1,6 +1,7 @@
-/* IPC commands over the telemetry queue: "selftest" (admin: enqueue test
+/* IPC commands over the telemetry path: "selftest" (admin: enqueue test
  * events that travel the whole path to the server, so the helpdesk can prove
- * the pipeline) and "events" (admin: the most recent events still queued). */
+ * the pipeline), "events" (admin: the most recent events still queued) and
+ * "sync" (admin: check in and upload now, not at the next cycle). */
 #ifndef MMR_EVENTS_H
 #define MMR_EVENTS_H
 

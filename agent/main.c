@@ -110,6 +110,10 @@ static void stop(struct runtime *rt, const char *why)
     mmr_service_notify("STOPPING=1");
     mmr_checkin_stop(rt->agent.checkin);
     rt->agent.checkin = NULL;
+    /* Commits what is pending and releases the queue's loop handle, which
+     * would otherwise keep the loop alive. */
+    mmr_queue_close(rt->agent.queue);
+    rt->agent.queue = NULL;
     mmr_control_stop(rt->agent.control);
     uv_close((uv_handle_t *)&rt->sig_term, NULL);
     uv_close((uv_handle_t *)&rt->sig_int, NULL);
@@ -249,11 +253,6 @@ static int run(struct runtime *rt)
         mmr_service_notify("READY=1");
     }
     uv_run(a->loop, UV_RUN_DEFAULT);
-    mmr_checkin_stop(a->checkin); /* after a start-up failure */
-    a->checkin = NULL;
-    mmr_queue_close(a->queue);
-    a->queue = NULL;
-    uv_run(a->loop, UV_RUN_NOWAIT); /* the queue's closing handle */
     mmr_control_free(a->control);
     uv_loop_close(a->loop);
     return rc;

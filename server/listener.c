@@ -270,6 +270,13 @@ static void process(struct conn *c)
             refuse(c, status ? status : 400, mmr_err_msg());
             return;
         }
+        if (mmr_http_parser_wants_continue(c->http)) {
+            /* curl asks before sending a body over ~1 MiB; saying nothing
+             * costs it a second of waiting. Limits were checked already. */
+            static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            if (mmr_tls_conn_write(c->tls, cont, sizeof(cont) - 1) == 0)
+                flush(c);
+        }
         if (rc == MMR_HTTP_DONE)
             dispatch(c);
         else

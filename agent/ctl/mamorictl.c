@@ -53,7 +53,8 @@ static void usage(FILE *out)
             "  selftest [--events N] [--severity 0-3]\n"
             "                      queue N test events (agent.selftest) and send them now,\n"
             "                      to prove the path to the server (admin)\n"
-            "  events [--tail N]   the most recent events still queued on this computer (admin)\n\n"
+            "  events [--tail N]   the most recent events still queued on this computer (admin)\n"
+            "  sync                check in and send queued events now (admin)\n\n"
             "Options:\n"
             "      --data-dir DIR  reach the agent that runs with this data directory\n"
             "      --socket PATH   reach the agent at this IPC endpoint\n"
@@ -381,6 +382,14 @@ int main(int argc, char **argv)
         rc = cmd_selftest(&c);
     } else if (strcmp(cmd, "events") == 0) {
         rc = cmd_events(&c);
+    } else if (strcmp(cmd, "sync") == 0) {
+        json_t *res = NULL;
+        rc = mmr_ipc_call(c.endpoint, "sync", NULL, STATUS_TIMEOUT_MS, &res);
+        json_decref(res);
+        if (rc < 0)
+            rc = fail(rc);
+        else
+            printf("check-in started\n");
     } else if (strcmp(cmd, "reload") == 0) {
         rc = cmd_reload(&c);
     } else {
