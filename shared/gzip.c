@@ -89,8 +89,6 @@ static int inflate_round(z_stream *zs, unsigned char *chunk, size_t *got)
     case Z_BUF_ERROR:
         /* Output space was fresh, so no progress means no input left. */
         return mmr_err_set(MMR_EINVAL, "gzip: truncated stream");
-    case Z_NEED_DICT:
-        return mmr_err_set(MMR_EINVAL, "gzip: stream needs a preset dictionary");
     default:
         return mmr_err_set(MMR_EINVAL, "gzip: corrupt stream: %s",
                            zs->msg ? zs->msg : "invalid data");

@@ -118,7 +118,11 @@ static void print_status(const json_t *st)
     else
         printf("  %-14s not enrolled\n", "Enrollment");
     printf("  %-14s %s\n", "Server", text_or(json_object_get(enr, "server"), "(not configured)"));
-    printf("  %-14s %s\n", "Policy", text_or(json_object_get(pol, "version"), "none"));
+    if (json_is_integer(json_object_get(pol, "version")))
+        printf("  %-14s version %lld\n", "Policy",
+               (long long)json_integer_value(json_object_get(pol, "version")));
+    else
+        printf("  %-14s none\n", "Policy");
     printf("  %-14s %s", "Last check-in", text_or(json_object_get(chk, "last"), "never"));
     if (json_is_string(json_object_get(chk, "result")))
         printf(" (%s)", json_string_value(json_object_get(chk, "result")));

@@ -1,8 +1,6 @@
-/* libFuzzer target for shared/http.c: hostile bytes through the request parser,
- * fed whole and in random splits chosen by the first two input bytes. Every
- * split must give the same messages or the same refusal; consumed never
- * exceeds what was fed; completed requests are sane and survive a trip
- * through the request writer and back. */
+/* libFuzzer target for shared/http.c: hostile bytes through the request parser, whole and in
+ * splits chosen by the first two input bytes: same result for every split, consumed <= fed,
+ * sane messages that survive the request writer and a second parse. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

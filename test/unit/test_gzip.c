@@ -324,5 +324,6 @@ Test(gzip, content_encoding)
     cr_expect_not(mmr_gzip_is_encoding("gzip, br"));
     cr_expect_not(mmr_gzip_is_encoding("gzipx"));
     cr_expect_not(mmr_gzip_is_encoding("gzi"));
+    cr_expect_not(mmr_gzip_is_encoding("gzib"));
     cr_expect_not(mmr_gzip_is_encoding("identity"));
 }
