@@ -30,10 +30,12 @@ test: test-build release
 	@ctest --test-dir $(TEST_DIR) --output-on-failure -j $(JOBS)
 	@$(MAKE) --no-print-directory memcheck
 
-# valgrind cannot run ASan binaries: the leak check uses the release build.
+# valgrind cannot run ASan binaries: the leak check uses the release build,
+# on the integration tests labelled "memcheck" (agent IPC, enrollment): every
+# agent, server and CLI process they start runs under valgrind.
 memcheck: release
 	@MMR_TEST_WRAPPER="valgrind --quiet --leak-check=full --show-leak-kinds=definite,indirect --errors-for-leak-kinds=definite,indirect --error-exitcode=99" \
-	  ctest --test-dir $(REL_DIR) --output-on-failure -L integration
+	  ctest --test-dir $(REL_DIR) --output-on-failure -L memcheck
 
 DEMO_PORT ?= 18443
 demo: release

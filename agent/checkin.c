@@ -48,6 +48,8 @@ struct mmr_checkin {
     int64_t policy_version;
     int64_t server_interval_ms;
     int64_t backoff_ms;
+    uint64_t critical_sent; /* highest Critical seq stored ahead of the backlog */
+    char *facts_sent;       /* facts the server has: sent again only when they change */
 };
 
 /* ---- small helpers --------------------------------------------------------- */
@@ -314,15 +316,27 @@ static int do_checkin(struct mmr_checkin *c, bool *refused)
         depth = (int64_t)qs.events;
     }
     char *os = mmr_asprintf("%s (%s %s)", si.os_name, si.os_version, si.arch);
-    json_t *body = json_pack("{s:s,s:s,s:s,s:I,s:I,s:o}", "hostname", si.hostname, "os", os,
-                             "agent_version", MMR_VERSION, "policy_version",
-                             (json_int_t)c->policy_version, "queue_depth", (json_int_t)depth,
-                             "posture", posture(c));
+    json_t *facts = json_pack("{s:s,s:s,s:s,s:o}", "hostname", si.hostname, "os", os,
+                              "agent_version", MMR_VERSION, "posture", posture(c));
     free(os);
+    /* An idle check-in carries only what changed since the last one the
+     * server acknowledged: on a metered SIM line every byte is paid for. */
+    char *facts_text = mmr_json_dump_line(facts);
+    bool changed = !c->facts_sent || strcmp(facts_text, c->facts_sent) != 0;
+    json_t *body = changed ? json_incref(facts) : json_object();
+    json_object_set_new(body, "policy_version", json_integer((json_int_t)c->policy_version));
+    json_object_set_new(body, "queue_depth", json_integer((json_int_t)depth));
+    json_decref(facts);
     int status = 0;
     json_t *reply = NULL;
     int rc = mmr_https_json(c->https, "POST", "/v1/checkin", body, true, &status, &reply);
     json_decref(body);
+    if (rc == 0 && status == 200 && changed) {
+        free(c->facts_sent);
+        c->facts_sent = facts_text;
+        facts_text = NULL;
+    }
+    free(facts_text);
     if (rc < 0) {
         set_result(c, false, "failed: ", mmr_err_msg());
         json_decref(reply);
@@ -360,8 +374,10 @@ static int do_checkin(struct mmr_checkin *c, bool *refused)
 
 /* ---- upload --------------------------------------------------------------------- */
 
-/* Sends one batch; returns events acknowledged (>= 0) or an error. */
-static int send_batch(struct mmr_checkin *c, const struct mmr_queue_batch *b)
+/* Sends one batch; returns events acknowledged (>= 0) or an error. ahead:
+ * a Critical event sent ahead of the backlog, which the server stores above
+ * the hole the backlog leaves, so its ack may stay below it. */
+static int send_batch(struct mmr_checkin *c, const struct mmr_queue_batch *b, bool ahead)
 {
     struct mmr_buf body = {0}, gz = {0};
     mmr_buf_appendf(&body, "{\"after\":%llu,\"events\":", (unsigned long long)b->after);
@@ -402,8 +418,14 @@ static int send_batch(struct mmr_checkin *c, const struct mmr_queue_batch *b)
     uv_mutex_lock(&c->lock);
     c->st.events_sent += acked;
     uv_mutex_unlock(&c->lock);
-    /* The server kept a hole open: stop here and retry next cycle. */
-    return (uint64_t)ack >= b->first_seq ? (int)acked : MMR_EPROTO;
+    /* A backlog batch starts at the ack: the server must have moved past it.
+     * If not, it kept a hole open: stop here and retry next cycle. */
+    if (!ahead && (uint64_t)ack < b->first_seq)
+        return mmr_err_set(MMR_EPROTO,
+                           "the server acknowledged seq %lld, below the batch %llu..%llu",
+                           (long long)ack, (unsigned long long)b->first_seq,
+                           (unsigned long long)b->last_seq);
+    return (int)acked;
 }
 
 static void pace(struct mmr_checkin *c, size_t events, uint64_t started_mono)
@@ -416,21 +438,49 @@ static void pace(struct mmr_checkin *c, size_t events, uint64_t started_mono)
     uv_mutex_unlock(&c->lock);
 }
 
-static int upload(struct mmr_checkin *c)
+/* Whether the server answers, asked with an empty batch (the cheapest call
+ * it authenticates). Reading the batch that holds an agent.gap event ends
+ * its drop episode, since it may be on its way: reading for a server that is
+ * down would split one episode into one per attempt. */
+static int probe(struct mmr_checkin *c)
+{
+    json_t *body = json_pack("{s:i,s:[]}", "after", 0, "events");
+    int status = 0;
+    json_t *reply = NULL;
+    int rc = mmr_https_json(c->https, "POST", "/v1/events", body, false, &status, &reply);
+    json_decref(body);
+    if (rc == 0 && status != 200)
+        rc = mmr_err_set(MMR_EPROTO, "event upload refused (HTTP %d): %s", status,
+                         mmr_https_error_message(reply, "?"));
+    json_decref(reply);
+    return rc;
+}
+
+/* probe_first: no check-in has just shown that the server answers. */
+static int upload(struct mmr_checkin *c, bool probe_first)
 {
     if (!c->opts.queue)
         return 0;
-    /* Critical events first, ahead of any backlog. */
+    struct mmr_queue_stats qs;
+    mmr_queue_stats(c->opts.queue, &qs);
+    int prc = probe_first && qs.events > 0 ? probe(c) : 0;
+    if (prc < 0)
+        return prc;
+    /* Critical events first, ahead of any backlog. Once stored they stay
+     * queued until the backlog's acks reach them (the server dedupes the
+     * resend), so the cursor keeps them from being sent ahead again. */
     for (;;) {
         struct mmr_queue_batch b;
-        if (mmr_queue_read_critical(c->opts.queue, 0, &b) < 0 || b.count == 0) {
+        if (mmr_queue_read_critical(c->opts.queue, c->critical_sent, &b) < 0 || b.count == 0) {
             mmr_queue_batch_free(&b);
             break;
         }
-        int rc = send_batch(c, &b);
+        int rc = send_batch(c, &b, true);
+        uint64_t seq = b.last_seq;
         mmr_queue_batch_free(&b);
         if (rc < 0)
             return rc;
+        c->critical_sent = seq;
     }
     size_t max = c->policy.upload_batch_events > 0 ? (size_t)c->policy.upload_batch_events : 1000;
     while (!stopping(c)) {
@@ -441,7 +491,7 @@ static int upload(struct mmr_checkin *c)
             mmr_queue_batch_free(&b);
             return rc;
         }
-        rc = send_batch(c, &b);
+        rc = send_batch(c, &b, false);
         size_t n = b.count;
         mmr_queue_batch_free(&b);
         if (rc < 0)
@@ -503,7 +553,7 @@ static int64_t cycle(struct mmr_checkin *c, bool upload_only)
         rc = do_checkin(c, &refused);
     }
     if (rc == 0)
-        rc = upload(c);
+        rc = upload(c, upload_only);
     if (rc < 0 && !refused && !upload_only)
         set_result(c, false, "failed: ", mmr_err_msg());
     if (rc < 0) {
@@ -630,5 +680,6 @@ void mmr_checkin_stop(struct mmr_checkin *c)
     free(c->hardware_id);
     free(c->server_url);
     free(c->group);
+    free(c->facts_sent);
     free(c);
 }

@@ -25,6 +25,15 @@ static bool is(const struct mmr_api_request *req, const char *method, const char
 static int authenticate(struct mmr_server *srv, const struct mmr_api_request *req,
                         struct mmr_api_response *res, struct mmr_store_device *dev)
 {
+    if (!req->has_cert && req->cert_error[0]) {
+        /* Presented but failed verification (expired, another CA): say why. */
+        bool expired = req->cert.not_after_ms > 0 && req->cert.not_after_ms < mmr_time_now_ms();
+        mmr_warn("api", "device certificate refused", "peer=%s error=\"%s\"", req->peer,
+                 req->cert_error);
+        mmr_api_error(res, 403, MMR_EPERM, expired ? "cert_expired" : "cert_invalid",
+                      req->cert_error);
+        return MMR_EPERM;
+    }
     if (!req->has_cert) {
         mmr_api_error(res, 401, MMR_EPERM, "no_certificate",
                       "this call needs the device certificate issued at enrollment");

@@ -41,6 +41,7 @@ struct conn {
     bool busy;              /* a request is on the thread pool */
     bool closing;
     bool close_after_write; /* the last response said Connection: close */
+    bool request_timer;     /* the timer runs the request deadline, not the idle one */
     int writes;
 };
 
@@ -242,7 +243,10 @@ static void dispatch(struct conn *c)
         free(j);
         return;
     }
-    j->req.has_cert = mmr_tls_conn_peer_cert(c->tls, &j->req.cert) == 0;
+    int cert_rc = mmr_tls_conn_peer_cert(c->tls, &j->req.cert);
+    j->req.has_cert = cert_rc == 0;
+    if (cert_rc == MMR_EPERM)
+        snprintf(j->req.cert_error, sizeof(j->req.cert_error), "%s", mmr_err_msg());
     c->busy = true;
     c->refs++;
     if (uv_queue_work(c->l->srv->loop, &j->work, job_work, job_done) < 0) {
@@ -370,8 +374,9 @@ static void arm_timer(struct conn *c)
                        c->plain.len > 0;
     /* A slow request keeps its original deadline: trickling bytes must not
      * extend it (slowloris); only a fresh request gets a fresh one. */
-    if (mid_request && uv_is_active((uv_handle_t *)&c->timer))
+    if (mid_request && c->request_timer && uv_is_active((uv_handle_t *)&c->timer))
         return;
+    c->request_timer = mid_request;
     uv_timer_start(&c->timer, on_timer,
                    (uint64_t)(mid_request ? cfg->request_timeout_ms : cfg->idle_timeout_ms), 0);
 }

@@ -53,6 +53,7 @@ struct mmr_api_request {
     size_t body_len;
     bool has_cert;           /* a client certificate chained to our issuing CA */
     struct mmr_cert_info cert;
+    char cert_error[256];    /* why a presented certificate failed, or "" */
     const char *peer;        /* "127.0.0.1:51234", for logs */
 };
 

@@ -29,9 +29,12 @@ const struct mmr_cfg_key mmr_server_config_schema[] = {
         NULL, "largest request body (decompressed)"),
     KEY("limits", "max_connections", MMR_CFG_INT, max_connections, "30000", 1, 1000000, NULL,
         "connections held open at once"),
-    /* Short: an idle TLS connection costs ~43 KiB of record buffers, and an
-     * agent reconnecting a minute later resumes its session for ~1 ms of CPU. */
-    KEY("limits", "idle_timeout", MMR_CFG_DURATION, idle_timeout_ms, "15s", 1000,
+    /* Longer than the default check-in interval (60 s + 20 % jitter): an agent
+     * keeps its connection between check-ins, so an idle check-in costs no
+     * TCP or TLS handshake on the wire (SIM lines pay per byte). The price is
+     * ~44 KiB of mbedTLS record buffers per connected agent on the server;
+     * shorten it to trade bytes for memory (docs/performance.md). */
+    KEY("limits", "idle_timeout", MMR_CFG_DURATION, idle_timeout_ms, "90s", 1000,
         3600 * 1000, NULL, "close a keep-alive connection idle this long"),
     KEY("limits", "request_timeout", MMR_CFG_DURATION, request_timeout_ms, "15s", 100,
         600 * 1000, NULL, "a started request must arrive whole within this (slowloris)"),

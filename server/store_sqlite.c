@@ -1927,8 +1927,13 @@ static int ev_write(struct mmr_store *s, struct ev_req *r, const struct device_k
         hi = r->ev[i].seq > hi ? r->ev[i].seq : hi;
     }
     int64_t ack = k->ack;
+    /* Nothing stored yet. A claim settles only (after, hi], not what lies
+     * below it: a Critical event sent ahead of a backlog claims from the
+     * event just before it, and the backlog is still to come. So a claim
+     * starts from 0 (the rule below moves the ack when after is 0); without
+     * a claim the first seq seen starts the ack. */
     if (ack < 0)
-        ack = r->after >= 0 ? r->after : lo - 1;
+        ack = r->after >= 0 ? 0 : lo - 1;
     const struct mmr_store_event_in **ins = mmr_malloc(r->n * sizeof(*ins));
     int rc = events_write(s, k, ack, r, ins);
     free(ins);

@@ -13,6 +13,7 @@
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_MAX_RESPONSE (32u * 1024 * 1024)
+#define GZIP_MIN_BYTES 512
 
 struct mmr_https {
     struct mmr_https_opts opts;
@@ -182,12 +183,14 @@ int mmr_https_json(struct mmr_https *h, const char *method, const char *target,
     struct mmr_buf packed = {0};
     const void *payload = text;
     size_t len = text ? strlen(text) : 0;
-    struct mmr_http_header hdrs[3];
+    struct mmr_http_header hdrs[2];
     size_t n = 0;
-    hdrs[n++] = (struct mmr_http_header){"Accept", "application/json"};
     if (text) {
         hdrs[n++] = (struct mmr_http_header){"Content-Type", "application/json"};
-        if (gzip && mmr_gzip_compress(text, len, MMR_GZIP_LEVEL_DEFAULT, &packed) == 0) {
+        /* Small bodies grow when compressed (gzip's own 18 bytes). */
+        if (gzip && len >= GZIP_MIN_BYTES &&
+            mmr_gzip_compress(text, len, MMR_GZIP_LEVEL_DEFAULT, &packed) == 0 &&
+            packed.len < len) {
             hdrs[n++] = (struct mmr_http_header){"Content-Encoding", "gzip"};
             payload = packed.data;
             len = packed.len;

@@ -139,6 +139,8 @@ static void on_timer(uv_timer_t *t)
 
 bool proc_wait(struct proc *p, int timeout_ms, struct proc_result *res)
 {
+    /* The loop has not run since proc_start: its cached clock is stale. */
+    uv_update_time(&p->loop);
     uv_timer_start(&p->timer, on_timer, (uint64_t)timeout_ms, 0);
     while ((!p->exited || p->open_pipes > 0) && !p->timed_out)
         uv_run(&p->loop, UV_RUN_ONCE);

@@ -719,6 +719,11 @@ static void on_critical(void *arg)
     l->critical++;
 }
 
+static void noop_timer(uv_timer_t *t)
+{
+    (void)t;
+}
+
 Test(queue, callbacks_run_on_the_loop_thread)
 {
     uv_loop_t loop;
@@ -727,6 +732,11 @@ Test(queue, callbacks_run_on_the_loop_thread)
     struct mmr_queue_opts o = {.on_critical = on_critical, .arg = &l};
     struct mmr_queue *q = NULL;
     cr_assert_eq(mmr_queue_open(path, &loop, &o, &q), 0, "%s", mmr_err_msg());
+    /* The queue's handle does not keep a loop alive (the agent's loop must be
+     * able to end with the queue open): a ticking timer does, while we wait. */
+    uv_timer_t tick;
+    uv_timer_init(&loop, &tick);
+    uv_timer_start(&tick, noop_timer, 10, 10);
 
     struct mmr_event ev = {.type = "test.loop", .severity = MMR_SEV_HIGH};
     cr_assert_eq(mmr_queue_push(q, &ev, loop_cb, &l), 0);
@@ -746,6 +756,7 @@ Test(queue, callbacks_run_on_the_loop_thread)
     cr_expect_eq(l.critical, 1);
 
     /* Close delivers what is still in flight, then the handle is released. */
+    uv_close((uv_handle_t *)&tick, NULL);
     cr_assert_eq(mmr_queue_push(q, &ev, loop_cb, &l), 0);
     mmr_queue_close(q);
     cr_expect_eq(l.calls, 3);
