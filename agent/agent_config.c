@@ -36,7 +36,8 @@ const struct mmr_cfg_key mmr_agent_config_schema[] = {
     KEY("server", "url", MMR_CFG_STRING, server_url, NULL, 0, 0, NULL, false,
         "management server, e.g. https://mamori.example.lg.jp:8443"),
     KEY("server", "enroll_token", MMR_CFG_STRING, enroll_token, NULL, 0, 0, NULL, true,
-        "enrollment token for silent installs (used once, then removed)"),
+        "enrollment token for silent installs (used until the agent is enrolled; never "
+        "logged, redacted in support bundles)"),
 };
 
 const size_t mmr_agent_config_nkeys =

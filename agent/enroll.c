@@ -118,7 +118,9 @@ int mmr_enroll(const struct mmr_enroll_opts *o, struct mmr_db *db, char **device
     int status = 0;
     rc = mmr_https_json(https, "POST", "/v1/enroll", body, false, &status, &reply);
     if (rc < 0) {
-        mmr_err_wrap(rc, "cannot reach %s", t.url);
+        /* A trust failure is not an unreachable server: say which it was. */
+        mmr_err_wrap(rc, rc == MMR_EPERM ? "refusing to enroll with %s" : "cannot reach %s",
+                     t.url);
         goto out;
     }
     if (status != 200) {

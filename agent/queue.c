@@ -811,8 +811,8 @@ int mmr_queue_open(const char *path, uv_loop_t *loop, const struct mmr_queue_opt
             return mmr_err_set(MMR_EIO, "opening the event queue: cannot create a loop handle");
         }
         q->async->data = q;
-        /* The loop must be able to end while the queue is open: the agent
-         * closes the queue after uv_run returns, delivering what is left. */
+        /* The loop must be able to end while the queue is open (a caller may
+         * close the queue after uv_run returns, which delivers what is left). */
         uv_unref((uv_handle_t *)q->async);
     }
     if (uv_thread_create(&q->thread, writer_main, q) != 0) {

@@ -23,7 +23,7 @@
 #define IDLE_WINDOW_S    60
 #define SETTLE_MS        5000
 #define WIRE_SAMPLES     5
-#define IDLE_TIMEOUT_S   3    /* the server's keep-alive timeout in this run (default 15 s) */
+#define IDLE_TIMEOUT_S   3    /* the server's keep-alive timeout in this run (default 90 s) */
 #define CHECKINS_PER_DAY 1440 /* the default interval: 60 s */
 /* IPv4 (20) + TCP with the timestamp option (32) per segment, and the four
  * segments of a close (FIN, ACK each way), which happen after the relay
@@ -751,7 +751,7 @@ int main(void)
     char *token = make_token();
 
     printf("# agent benchmarks: policy telemetry.upload_rate 1000000 events/s (default 5000), "
-           "checkin.interval 86400 s; server idle_timeout %d s (default 15 s: the bytes of a "
+           "checkin.interval 86400 s; server idle_timeout %d s (default 90 s: the bytes of a "
            "check-in do not depend on it)\n",
            IDLE_TIMEOUT_S);
     fflush(stdout);
@@ -792,13 +792,15 @@ int main(void)
     printf("agent.bytes_per_checkin_keepalive: %.0f bytes\n", wr.keepalive.ip);
     printf("agent.wire_samples_resumed: %lld of %d checkins\n", wr.resumed_handshakes,
            WIRE_SAMPLES);
-    /* At 60 s the server's 15 s idle timeout has closed the connection: every
-     * check-in of an idle agent is a resumed one. */
+    /* The default server idle_timeout (90 s) outlives the default interval
+     * (60 s +- 20 %): an idle agent's check-ins ride its kept-alive
+     * connection. The target is under 1 MiB a day. */
     printf("agent.bytes_per_day_default_interval_kib: %.0f KiB\n",
-           wr.resumed.ip * CHECKINS_PER_DAY / 1024.0);
-    /* What it would be if the connection outlived the interval. */
-    printf("agent.bytes_per_day_keepalive_kib: %.0f KiB\n",
            wr.keepalive.ip * CHECKINS_PER_DAY / 1024.0);
+    /* Where the server's idle_timeout is set below the interval (to save
+     * server memory), every check-in reconnects and resumes its session. */
+    printf("agent.bytes_per_day_reconnecting_kib: %.0f KiB\n",
+           wr.resumed.ip * CHECKINS_PER_DAY / 1024.0);
     cleanup();
     return 0;
 }

@@ -208,7 +208,7 @@ static struct stored selftest(const struct fleet_agent *a, int n, int severity)
     return s;
 }
 
-/* Adds a selftest's seqs to set. Without interleaved gap events (no queue
+/* Records a selftest's range in rep. Without interleaved gap events (no queue
  * cap) a selftest's events have consecutive seqs: the range is exact. */
 static void add_range(struct reported *rep, const struct stored *s)
 {
