@@ -205,8 +205,13 @@ static int start_uplink(struct mmr_agent *a)
         return rc;
     }
     mmr_health_set(a->health, "queue", MMR_HEALTH_OK, NULL);
+    /* Silent installs give the token in agent.conf or, for tools that can
+     * only set the environment, in MAMORI_ENROLL_TOKEN. */
+    const char *token = a->cfg.enroll_token;
+    if (!token || !token[0])
+        token = getenv("MAMORI_ENROLL_TOKEN");
     struct mmr_checkin_opts co = {.data_dir = a->cfg.data_dir, .db_path = a->db_path,
-                                  .enroll_token = a->cfg.enroll_token,
+                                  .enroll_token = token,
                                   .hardware_id = a->cfg.hardware_id, .queue = a->queue,
                                   .health = a->health};
     return mmr_checkin_start(&co, &a->checkin);
