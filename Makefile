@@ -47,7 +47,7 @@ bench: release
 fuzz:
 	@scripts/install-deps --fuzz
 	@CC=clang cmake -S . -B $(FUZZ_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Debug -DMMR_FUZZ=ON -DMMR_TESTS=ON >/dev/null
-	@cmake --build $(FUZZ_DIR) -j $(JOBS)
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_all
 	@scripts/run-fuzz $(FUZZ_DIR)
 
 package:
