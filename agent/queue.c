@@ -58,7 +58,6 @@
 
 #include "shared/db.h"
 #include "shared/err.h"
-#include "shared/gzip.h"
 #include "shared/json.h"
 #include "shared/log.h"
 #include "shared/mem.h"
@@ -1281,7 +1280,6 @@ void mmr_queue_batch_free(struct mmr_queue_batch *b)
     if (!b)
         return;
     free(b->json);
-    free(b->gz);
     memset(b, 0, sizeof(*b));
 }
 
@@ -1312,21 +1310,13 @@ static int read_rows(struct mmr_queue *q, sqlite3_stmt *st, size_t max_bytes,
     return rc;
 }
 
-/* Closes the JSON array and compresses it, outside the database lock. */
+/* Closes the JSON array. (Compression is the uploader's: it wraps the
+ * array in the request body first.) */
 static int finish_read(struct mmr_queue_batch *out, struct mmr_buf *b)
 {
     mmr_buf_append(b, "]", 1);
     out->json = b->data;
     out->json_len = b->len;
-    struct mmr_buf gz = {0};
-    int rc = mmr_gzip_compress(out->json, out->json_len, MMR_GZIP_LEVEL_DEFAULT, &gz);
-    if (rc < 0) {
-        mmr_buf_free(&gz);
-        mmr_queue_batch_free(out);
-        return mmr_err_wrap(rc, "compressing events for upload");
-    }
-    out->gz = gz.data;
-    out->gz_len = gz.len;
     return 0;
 }
 

@@ -87,7 +87,7 @@ struct mmr_queue_stats {
 };
 
 /* A batch for upload: stored events as the JSON array of POST /v1/events
- * ("events") and gzip-compressed. The queue holds no event in (after,
+ * ("events"). The queue holds no event in (after,
  * last_seq] other than those in the batch: seqs missing from that range were
  * dropped (an agent.gap event says how many), acknowledged, or never
  * committed, and will never appear. That is the "after" of the request
@@ -100,8 +100,6 @@ struct mmr_queue_batch {
     int max_severity;
     char *json; /* [{"seq":..,"time":..,"type":..,"severity":..,"data":{..}},..] */
     size_t json_len;
-    char *gz; /* gzip of json (MMR_GZIP_LEVEL_DEFAULT) */
-    size_t gz_len;
 };
 
 struct mmr_queue;
