@@ -652,10 +652,10 @@ void mmr_checkin_status(struct mmr_checkin *c, struct mmr_checkin_status *out)
     uv_mutex_unlock(&c->lock);
 }
 
-void mmr_checkin_stop(struct mmr_checkin *c)
+bool mmr_checkin_stop(struct mmr_checkin *c)
 {
     if (!c)
-        return;
+        return true;
     uv_mutex_lock(&c->lock);
     c->stop = true;
     uv_cond_broadcast(&c->cond);
@@ -667,7 +667,7 @@ void mmr_checkin_stop(struct mmr_checkin *c)
     if (!exited) {
         /* A network call is still blocked: the process exit ends it. */
         mmr_warn(MOD, "check-in thread still busy at stop; leaving it to the process exit", NULL);
-        return;
+        return false;
     }
     uv_thread_join(&c->thread);
     uv_mutex_destroy(&c->lock);
@@ -682,4 +682,5 @@ void mmr_checkin_stop(struct mmr_checkin *c)
     free(c->group);
     free(c->facts_sent);
     free(c);
+    return true;
 }

@@ -52,7 +52,8 @@ void mmr_checkin_wake(struct mmr_checkin *c, bool upload_only);
 void mmr_checkin_status(struct mmr_checkin *c, struct mmr_checkin_status *out);
 
 /* Stops the thread. A network call in progress gets up to 2 s to finish;
- * past that the thread is left to end with the process. */
-void mmr_checkin_stop(struct mmr_checkin *c);
+ * past that the thread is left to end with the process, and this returns
+ * false: the caller must then keep alive what the thread uses (the queue). */
+bool mmr_checkin_stop(struct mmr_checkin *c);
 
 #endif

@@ -108,12 +108,15 @@ static void stop(struct runtime *rt, const char *why)
 {
     mmr_info("agent", "stopping", "reason=%s", why);
     mmr_service_notify("STOPPING=1");
-    mmr_checkin_stop(rt->agent.checkin);
+    bool uplink_stopped = mmr_checkin_stop(rt->agent.checkin);
     rt->agent.checkin = NULL;
-    /* Commits what is pending and releases the queue's loop handle, which
-     * would otherwise keep the loop alive. */
-    mmr_queue_close(rt->agent.queue);
-    rt->agent.queue = NULL;
+    /* Commits what is pending. A check-in thread stuck in a network call may
+     * still use the queue: then the queue stays open until the process exits
+     * (what was not reported stored was never promised). */
+    if (uplink_stopped) {
+        mmr_queue_close(rt->agent.queue);
+        rt->agent.queue = NULL;
+    }
     mmr_control_stop(rt->agent.control);
     uv_close((uv_handle_t *)&rt->sig_term, NULL);
     uv_close((uv_handle_t *)&rt->sig_int, NULL);
