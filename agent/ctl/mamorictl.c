@@ -251,15 +251,18 @@ static int cmd_reload(struct ctl *c)
 /* Prints the PROBLEM and NOTE lines of the bundle's summary. */
 static int print_finding(const char *name, const void *data, size_t len, void *ud)
 {
-    (void)ud;
+    int *printed = ud;
     if (strcmp(name, "mamori-diag/summary.txt") != 0)
         return 0;
     const char *p = data, *end = p + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
-        if ((n >= 8 && strncmp(p, "PROBLEM:", 8) == 0) || (n >= 5 && strncmp(p, "NOTE:", 5) == 0))
+        if ((n >= 8 && strncmp(p, "PROBLEM:", 8) == 0) ||
+            (n >= 5 && strncmp(p, "NOTE:", 5) == 0)) {
             printf("  %.*s\n", (int)n, p);
+            (*printed)++;
+        }
         p += n + 1;
     }
     return 0;
@@ -326,7 +329,10 @@ static int cmd_diag(struct ctl *c)
         fprintf(stderr, "mamorictl: cannot write the bundle: %s\n", mmr_err_msg());
     } else {
         printf("Support bundle written to %s (%zu bytes). Findings:\n", path, len);
-        mmr_targz_read(bundle, len, NULL, print_finding, NULL);
+        int printed = 0;
+        mmr_targz_read(bundle, len, NULL, print_finding, &printed);
+        if (printed == 0)
+            printf("  no problems found\n");
     }
     free(bundle);
     free(name);
