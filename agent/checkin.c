@@ -190,6 +190,10 @@ static void apply_policy(struct mmr_checkin *c, struct mmr_signed_policy *sp)
     uv_mutex_lock(&c->lock);
     c->st.policy_version = sp->version;
     uv_mutex_unlock(&c->lock);
+    char detail[96];
+    snprintf(detail, sizeof(detail), "version %lld, profile %s", (long long)sp->version,
+             c->policy.profile);
+    mmr_health_set(c->opts.health, "policy", MMR_HEALTH_OK, detail);
 }
 
 /* Loads and re-verifies the stored policy at start. */
@@ -245,7 +249,6 @@ static void fetch_policy(struct mmr_checkin *c)
     free(env);
     mmr_info(MOD, "policy applied", "version=%lld profile=%s", (long long)sp.version,
              sp.policy.profile);
-    mmr_health_set(c->opts.health, "policy", MMR_HEALTH_OK, NULL);
     apply_policy(c, &sp);
     mmr_signed_policy_free(&sp);
     json_decref(reply);
