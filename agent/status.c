@@ -10,21 +10,13 @@
 #include "agent/queue.h"
 #include "agent/health.h"
 #include "mamori_version.h"
+#include "shared/json.h"
 #include "shared/platform.h"
 
 /* Unset and empty settings both read as null. */
 static json_t *str_or_null(const char *s)
 {
     return s && s[0] ? json_string(s) : json_null();
-}
-
-static json_t *time_or_null(int64_t ms)
-{
-    if (ms <= 0)
-        return json_null();
-    char buf[32];
-    mmr_time_format(ms, buf);
-    return json_string(buf);
 }
 
 static json_t *queue_json(struct mmr_queue *q)
@@ -36,9 +28,9 @@ static json_t *queue_json(struct mmr_queue *q)
     return json_pack("{s:I,s:I,s:{s:I,s:I,s:I,s:I},s:{s:I,s:I,s:I},s:o,s:I,s:I,s:I}", "depth",
                      (json_int_t)qs.events, "bytes", (json_int_t)qs.bytes, "by_severity", "low",
                      (json_int_t)qs.depth[0], "medium", (json_int_t)qs.depth[1], "high",
-                     (json_int_t)qs.depth[2], "critical", (json_int_t)qs.depth[3], "dropped",
-                     "low", (json_int_t)qs.dropped[0], "medium", (json_int_t)qs.dropped[1], "high",
-                     (json_int_t)qs.dropped[2], "oldest", time_or_null(qs.oldest_ms), "last_seq",
+                     (json_int_t)qs.depth[2], "critical", (json_int_t)qs.depth[3], "dropped", "low",
+                     (json_int_t)qs.dropped[0], "medium", (json_int_t)qs.dropped[1], "high",
+                     (json_int_t)qs.dropped[2], "oldest", mmr_json_time(qs.oldest_ms), "last_seq",
                      (json_int_t)qs.last_seq, "max_events", (json_int_t)qs.max_rows, "max_bytes",
                      (json_int_t)qs.max_bytes);
 }
@@ -49,9 +41,10 @@ json_t *mmr_status_collect(const struct mmr_agent *a)
     json_object_set_new(agent, "version", json_string(MMR_VERSION));
     json_object_set_new(agent, "commit", json_string(MMR_GIT_COMMIT));
     json_object_set_new(agent, "pid", json_integer(mmr_process_id()));
-    json_object_set_new(agent, "started", time_or_null(a->started_ms));
-    json_object_set_new(agent, "uptime_s",
-                        json_integer((json_int_t)((mmr_time_mono_ms() - a->started_mono_ms) / 1000)));
+    json_object_set_new(agent, "started", mmr_json_time(a->started_ms));
+    json_object_set_new(
+        agent, "uptime_s",
+        json_integer((json_int_t)((mmr_time_mono_ms() - a->started_mono_ms) / 1000)));
     json_object_set_new(agent, "data_dir", json_string(a->cfg.data_dir));
     json_object_set_new(agent, "config", json_string(a->config_path));
     json_object_set_new(agent, "endpoint", json_string(a->endpoint));
@@ -68,8 +61,8 @@ json_t *mmr_status_collect(const struct mmr_agent *a)
         cs.last_checkin_ms = a->state.last_checkin_ms;
         snprintf(cs.last_result, sizeof(cs.last_result), "%s",
                  a->state.last_checkin_result ? a->state.last_checkin_result : "");
-        cs.policy_version = a->state.policy_version ? strtoll(a->state.policy_version, NULL, 10)
-                                                    : 0;
+        cs.policy_version =
+            a->state.policy_version ? strtoll(a->state.policy_version, NULL, 10) : 0;
     }
     json_t *enrollment = json_object();
     json_object_set_new(enrollment, "enrolled", json_boolean(cs.enrolled));
@@ -77,7 +70,7 @@ json_t *mmr_status_collect(const struct mmr_agent *a)
     json_object_set_new(enrollment, "server",
                         str_or_null(cs.server[0] ? cs.server : a->cfg.server_url));
     json_object_set_new(enrollment, "group", str_or_null(cs.group));
-    json_object_set_new(enrollment, "certificate_expires", time_or_null(cs.cert_not_after_ms));
+    json_object_set_new(enrollment, "certificate_expires", mmr_json_time(cs.cert_not_after_ms));
     json_object_set_new(enrollment, "revoked", json_boolean(cs.revoked));
 
     json_t *policy = json_object();
@@ -85,9 +78,9 @@ json_t *mmr_status_collect(const struct mmr_agent *a)
                         cs.policy_version > 0 ? json_integer(cs.policy_version) : json_null());
 
     json_t *checkin = json_object();
-    json_object_set_new(checkin, "last", time_or_null(cs.last_checkin_ms));
+    json_object_set_new(checkin, "last", mmr_json_time(cs.last_checkin_ms));
     json_object_set_new(checkin, "result", str_or_null(cs.last_result));
-    json_object_set_new(checkin, "next", time_or_null(cs.next_checkin_ms));
+    json_object_set_new(checkin, "next", mmr_json_time(cs.next_checkin_ms));
     json_object_set_new(checkin, "failures", json_integer(cs.failures));
     json_object_set_new(checkin, "events_sent", json_integer((json_int_t)cs.events_sent));
     json_object_set_new(checkin, "connections", json_integer((json_int_t)cs.connects));

@@ -32,15 +32,6 @@ static bool authorized(struct mmr_server *srv, const struct mmr_api_request *req
     return diff == 0;
 }
 
-static json_t *time_or_null(int64_t ms)
-{
-    if (ms <= 0)
-        return json_null();
-    char buf[32];
-    mmr_time_format(ms, buf);
-    return json_string(buf);
-}
-
 static json_t *str_or_null(const char *s)
 {
     return s ? json_string(s) : json_null();
@@ -59,27 +50,30 @@ static json_t *device_json(const struct mmr_store_device *d)
     json_object_set_new(o, "org", str_or_null(d->org));
     json_object_set_new(o, "group", str_or_null(d->group));
     json_object_set_new(o, "hardware_id", str_or_null(d->hardware_id));
-    json_object_set_new(o, "enrolled_at", time_or_null(d->enrolled_at));
+    json_object_set_new(o, "enrolled_at", mmr_json_time(d->enrolled_at));
     json_object_set_new(o, "enrollments", json_integer(d->enrollments));
-    json_object_set_new(o, "last_checkin", time_or_null(d->last_checkin_at));
+    json_object_set_new(o, "last_checkin", mmr_json_time(d->last_checkin_at));
     json_object_set_new(o, "cert_serial", str_or_null(d->cert_serial));
-    json_object_set_new(o, "cert_expires", time_or_null(d->cert_not_after));
-    json_object_set_new(o, "queue_depth", d->queue_depth >= 0 ? json_integer(d->queue_depth)
-                                                             : json_null());
+    json_object_set_new(o, "cert_expires", mmr_json_time(d->cert_not_after));
+    json_object_set_new(o, "queue_depth",
+                        d->queue_depth >= 0 ? json_integer(d->queue_depth) : json_null());
     json_object_set_new(o, "policy_version",
                         d->policy_version >= 0 ? json_integer(d->policy_version) : json_null());
-    json_object_set_new(o, "event_ack", d->event_ack >= 0 ? json_integer(d->event_ack)
-                                                         : json_null());
+    json_object_set_new(o, "event_ack",
+                        d->event_ack >= 0 ? json_integer(d->event_ack) : json_null());
     json_object_set_new(o, "revoked", json_boolean(d->revoked_at > 0));
-    json_object_set_new(o, "revoked_at", time_or_null(d->revoked_at));
+    json_object_set_new(o, "revoked_at", mmr_json_time(d->revoked_at));
     json_object_set_new(o, "posture", posture ? posture : json_null());
     return o;
 }
 
 static void store_error(struct mmr_api_response *res, int rc)
 {
-    int status = rc == MMR_ENOENT ? 404 : rc == MMR_EINVAL || rc == MMR_ETOOBIG ? 400
-                 : rc == MMR_EBUSY ? 409 : rc == MMR_EPERM ? 403 : 503;
+    int status = rc == MMR_ENOENT                        ? 404
+                 : rc == MMR_EINVAL || rc == MMR_ETOOBIG ? 400
+                 : rc == MMR_EBUSY                       ? 409
+                 : rc == MMR_EPERM                       ? 403
+                                                         : 503;
     mmr_api_error(res, status, rc, NULL, mmr_err_msg());
 }
 
@@ -100,7 +94,8 @@ static void devices_list(struct mmr_server *srv, const struct mmr_api_request *r
 {
     char *org = mmr_api_query(req, "org");
     char *group = mmr_api_query(req, "group");
-    struct mmr_store_device_query q = {.org = org, .group = group,
+    struct mmr_store_device_query q = {.org = org,
+                                       .group = group,
                                        .offset = (size_t)query_int(req, "offset", 0),
                                        .limit = (size_t)query_int(req, "limit", 100)};
     struct mmr_store_device *devs = NULL;
@@ -141,7 +136,7 @@ static void device_show(struct mmr_server *srv, const char *id, struct mmr_api_r
             json_array_append_new(
                 recent, json_pack("{s:I,s:s,s:i,s:o,s:o}", "seq", (json_int_t)ev[i].seq, "type",
                                   ev[i].type, "severity", ev[i].severity, "time",
-                                  time_or_null(ev[i].time), "data", data ? data : json_null()));
+                                  mmr_json_time(ev[i].time), "data", data ? data : json_null()));
         }
         mmr_store_event_free(ev, n);
     }
@@ -178,13 +173,15 @@ static void token_create(struct mmr_server *srv, const struct mmr_api_request *r
     if ((rc = mmr_json_get_str(body, "$", "org", true, &org)) < 0 ||
         (rc = mmr_json_get_str(body, "$", "group", true, &group)) < 0 ||
         (rc = mmr_json_get_int(body, "$", "uses", false, 1, 1000000, &uses)) < 0 ||
-        (rc = mmr_json_get_int(body, "$", "expires_in_s", false, 60, 3650LL * 86400,
-                               &expires_s)) < 0) {
+        (rc = mmr_json_get_int(body, "$", "expires_in_s", false, 60, 3650LL * 86400, &expires_s)) <
+            0) {
         mmr_api_error(res, 400, rc, NULL, mmr_err_msg());
         json_decref(body);
         return;
     }
-    struct mmr_store_token_new in = {.org = org, .group = group, .uses = uses,
+    struct mmr_store_token_new in = {.org = org,
+                                     .group = group,
+                                     .uses = uses,
                                      .expires_at = mmr_time_now_ms() + expires_s * 1000,
                                      .created_by = ACTOR};
     char id[MMR_STORE_TOKEN_ID_SIZE], secret[MMR_STORE_SECRET_SIZE];
@@ -194,7 +191,9 @@ static void token_create(struct mmr_server *srv, const struct mmr_api_request *r
         json_decref(body);
         return;
     }
-    struct mmr_token t = {.url = srv->cfg.public_url, .id = id, .secret = secret,
+    struct mmr_token t = {.url = srv->cfg.public_url,
+                          .id = id,
+                          .secret = secret,
                           .pin = (char *)mmr_ca_root_pin(srv->ca),
                           .org = org[0] ? (char *)org : NULL,
                           .group = group[0] ? (char *)group : NULL};
@@ -202,9 +201,9 @@ static void token_create(struct mmr_server *srv, const struct mmr_api_request *r
     memset(secret, 0, sizeof(secret));
     mmr_info("admin", "enrollment token created", "id=%s org=\"%s\" group=\"%s\" uses=%lld", id,
              org, group, (long long)uses);
-    mmr_api_json(res, 201, json_pack("{s:s,s:s,s:I,s:o}", "id", id, "token", text, "uses",
-                                     (json_int_t)uses, "expires_at",
-                                     time_or_null(in.expires_at)));
+    mmr_api_json(res, 201,
+                 json_pack("{s:s,s:s,s:I,s:o}", "id", id, "token", text, "uses", (json_int_t)uses,
+                           "expires_at", mmr_json_time(in.expires_at)));
     free(text);
     json_decref(body);
 }
@@ -221,17 +220,16 @@ static void token_list(struct mmr_server *srv, struct mmr_api_response *res)
     int64_t now = mmr_time_now_ms();
     json_t *arr = json_array();
     for (size_t i = 0; i < n; i++) {
-        const char *state = t[i].revoked_at ? "revoked"
-                            : t[i].expires_at <= now ? "expired"
+        const char *state = t[i].revoked_at                  ? "revoked"
+                            : t[i].expires_at <= now         ? "expired"
                             : t[i].uses >= t[i].uses_allowed ? "used_up"
                                                              : "active";
         json_array_append_new(
             arr, json_pack("{s:s,s:s,s:s,s:I,s:I,s:o,s:o,s:s}", "id", t[i].id, "org",
-                           t[i].org ? t[i].org : "", "group", t[i].group ? t[i].group : "",
-                           "uses", (json_int_t)t[i].uses, "uses_allowed",
-                           (json_int_t)t[i].uses_allowed, "expires_at",
-                           time_or_null(t[i].expires_at), "created_at",
-                           time_or_null(t[i].created_at), "state", state));
+                           t[i].org ? t[i].org : "", "group", t[i].group ? t[i].group : "", "uses",
+                           (json_int_t)t[i].uses, "uses_allowed", (json_int_t)t[i].uses_allowed,
+                           "expires_at", mmr_json_time(t[i].expires_at), "created_at",
+                           mmr_json_time(t[i].created_at), "state", state));
     }
     mmr_store_token_free(t, n);
     mmr_api_json(res, 200, json_pack("{s:o}", "tokens", arr));
@@ -291,8 +289,7 @@ static void policy_publish(struct mmr_server *srv, const char *group,
         store_error(res, rc);
         return;
     }
-    mmr_info("admin", "policy published", "group=\"%s\" version=%lld", group,
-             (long long)version);
+    mmr_info("admin", "policy published", "group=\"%s\" version=%lld", group, (long long)version);
     mmr_api_json(res, 201, json_pack("{s:s,s:I}", "group", group, "version", (json_int_t)version));
 }
 
@@ -303,7 +300,7 @@ static json_t *policy_json(const struct mmr_store_policy *p)
     return json_pack("{s:s,s:I,s:b,s:s,s:o,s:o}", "group", p->group, "version",
                      (json_int_t)p->version, "active", p->active, "published_by",
                      p->published_by ? p->published_by : "", "published_at",
-                     time_or_null(p->published_at), "document", doc ? doc : json_null());
+                     mmr_json_time(p->published_at), "document", doc ? doc : json_null());
 }
 
 static void policy_show(struct mmr_server *srv, const char *group, struct mmr_api_response *res)
@@ -319,8 +316,7 @@ static void policy_show(struct mmr_server *srv, const char *group, struct mmr_ap
     mmr_store_policy_clear(&p);
 }
 
-static void policy_history(struct mmr_server *srv, const char *group,
-                           struct mmr_api_response *res)
+static void policy_history(struct mmr_server *srv, const char *group, struct mmr_api_response *res)
 {
     struct mmr_store_policy_change *c = NULL;
     size_t n = 0;
@@ -334,7 +330,7 @@ static void policy_history(struct mmr_server *srv, const char *group,
         json_array_append_new(arr, json_pack("{s:s,s:I,s:I,s:s,s:o}", "action", c[i].action,
                                              "version", (json_int_t)c[i].version, "previous",
                                              (json_int_t)c[i].previous, "by", c[i].actor, "at",
-                                             time_or_null(c[i].at)));
+                                             mmr_json_time(c[i].at)));
     mmr_store_policy_change_free(c, n);
     mmr_api_json(res, 200, json_pack("{s:s,s:o}", "group", group, "history", arr));
 }
@@ -356,8 +352,7 @@ static void policy_rollback(struct mmr_server *srv, const char *group,
         store_error(res, rc);
         return;
     }
-    mmr_info("admin", "policy rolled back", "group=\"%s\" version=%lld", group,
-             (long long)version);
+    mmr_info("admin", "policy rolled back", "group=\"%s\" version=%lld", group, (long long)version);
     mmr_api_json(res, 200, json_pack("{s:s,s:I}", "group", group, "version", (json_int_t)version));
 }
 
@@ -366,8 +361,8 @@ static void events_count(struct mmr_server *srv, const struct mmr_api_request *r
 {
     char *device = mmr_api_query(req, "device");
     char *type = mmr_api_query(req, "type");
-    struct mmr_store_event_filter f = {.device_id = device, .type = type,
-                                       .severity = (int)query_int(req, "severity", -1)};
+    struct mmr_store_event_filter f = {
+        .device_id = device, .type = type, .severity = (int)query_int(req, "severity", -1)};
     int64_t count = 0;
     int rc = mmr_store_events_count(srv->store, &f, &count);
     if (rc < 0)

@@ -52,6 +52,7 @@ struct job {
     struct mmr_buf body; /* decoded body when gzipped */
     struct mmr_api_request req;
     struct mmr_api_response res;
+    bool hostile; /* refused before the API (bad encoding): close after replying */
 };
 
 static void conn_unref(struct conn *c)
@@ -170,6 +171,20 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 static void job_work(uv_work_t *w)
 {
     struct job *j = w->data;
+    /* Decompression is CPU work on up to max_body bytes: here, off the loop. */
+    const char *enc = mmr_http_message_header(&j->msg, "Content-Encoding");
+    if (enc && mmr_gzip_is_encoding(enc)) {
+        int rc = mmr_gzip_decompress(j->msg.body, j->msg.body_len, j->c->l->srv->cfg.max_body,
+                                     &j->body);
+        if (rc < 0) {
+            mmr_api_error(&j->res, rc == MMR_ETOOBIG ? 413 : 400, rc, "bad_encoding",
+                          mmr_err_msg());
+            j->hostile = true;
+            return;
+        }
+        j->req.body = j->body.data ? j->body.data : "";
+        j->req.body_len = j->body.len;
+    }
     mmr_api_handle(j->c->l->srv, &j->req, &j->res);
 }
 
@@ -198,7 +213,9 @@ static void job_done(uv_work_t *w, int status)
             headers[n++] = (struct mmr_http_header){"Content-Type", j->res.content_type};
         for (size_t i = 0; i < j->res.header_count; i++)
             headers[n++] = j->res.headers[i];
-        bool keep = j->msg.keep_alive && !c->l->stopping;
+        bool keep = j->msg.keep_alive && !c->l->stopping && !j->hostile;
+        if (j->hostile)
+            c->l->stats.refused++;
         send_response(c, j->res.status ? j->res.status : 500, headers, n, body, len, keep);
         free(body);
         if (keep)
@@ -225,19 +242,7 @@ static void dispatch(struct conn *c)
     j->req.body = j->msg.body;
     j->req.body_len = j->msg.body_len;
     const char *enc = mmr_http_message_header(&j->msg, "Content-Encoding");
-    if (enc && mmr_gzip_is_encoding(enc)) {
-        int rc = mmr_gzip_decompress(j->msg.body, j->msg.body_len, c->l->srv->cfg.max_body,
-                                     &j->body);
-        if (rc < 0) {
-            refuse(c, rc == MMR_ETOOBIG ? 413 : 400, mmr_err_msg());
-            mmr_http_message_free(&j->msg);
-            mmr_buf_free(&j->body);
-            free(j);
-            return;
-        }
-        j->req.body = j->body.data ? j->body.data : "";
-        j->req.body_len = j->body.len;
-    } else if (enc && strcmp(enc, "identity") != 0) {
+    if (enc && !mmr_gzip_is_encoding(enc) && strcmp(enc, "identity") != 0) {
         refuse(c, 415, "unsupported Content-Encoding");
         mmr_http_message_free(&j->msg);
         free(j);

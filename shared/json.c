@@ -2,6 +2,7 @@
  * parser, "line L, column C" messages, typed getters that name the JSON path
  * of a bad field, and allocation-checked serialisation. */
 #include "shared/json.h"
+#include "shared/platform.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -332,4 +333,13 @@ char *mmr_json_dump_line(const json_t *value)
 char *mmr_json_dump_pretty(const json_t *value)
 {
     return dump(value, JSON_INDENT(2));
+}
+
+json_t *mmr_json_time(int64_t ms)
+{
+    if (ms <= 0)
+        return json_null();
+    char buf[32];
+    mmr_time_format(ms, buf);
+    return json_string(buf);
 }

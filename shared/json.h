@@ -40,6 +40,10 @@ int mmr_json_get_object(const json_t *obj, const char *path, const char *key, bo
 int mmr_json_get_array(const json_t *obj, const char *path, const char *key, bool required,
                        json_t **out);
 
+/* A UTC time in ms as "2026-11-22T00:07:27.123Z", or null for 0 / negative
+ * ("never"). A new reference. */
+json_t *mmr_json_time(int64_t ms);
+
 /* Compact one-line serialisation with sorted keys; allocated (free()), no
  * trailing newline. Never contains a raw newline (JSON escapes them in
  * strings). NULL gives "null". */

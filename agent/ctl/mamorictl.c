@@ -163,19 +163,23 @@ static void print_status(const json_t *st)
     }
 }
 
+static void print_json(const json_t *doc)
+{
+    char *text = mmr_json_dump_pretty(doc);
+    printf("%s\n", text);
+    free(text);
+}
+
 static int cmd_status(struct ctl *c)
 {
     json_t *st = NULL;
     int rc = mmr_ipc_call(c->endpoint, "status", NULL, STATUS_TIMEOUT_MS, &st);
     if (rc < 0)
         return fail(rc);
-    if (c->json) {
-        char *text = mmr_json_dump_pretty(st);
-        printf("%s\n", text);
-        free(text);
-    } else {
+    if (c->json)
+        print_json(st);
+    else
         print_status(st);
-    }
     json_decref(st);
     return EXIT_OK;
 }
@@ -190,9 +194,7 @@ static int cmd_selftest(struct ctl *c)
     if (rc < 0)
         return fail(rc);
     if (c->json) {
-        char *text = mmr_json_dump_pretty(res);
-        printf("%s\n", text);
-        free(text);
+        print_json(res);
     } else {
         printf("%lld test events stored (seq %lld..%lld) and on their way to the server.\n"
                "The console counts them as type agent.selftest for this device.\n",
@@ -213,9 +215,7 @@ static int cmd_events(struct ctl *c)
     if (rc < 0)
         return fail(rc);
     if (c->json) {
-        char *text = mmr_json_dump_pretty(res);
-        printf("%s\n", text);
-        free(text);
+        print_json(res);
     } else {
         static const char *const sev[] = {"low", "medium", "high", "critical"};
         size_t i;
