@@ -17,15 +17,6 @@ struct mmr_lock;
 struct mmr_queue;
 struct mmr_checkin;
 
-/* Facts about this agent kept in agent.db and mirrored here, so that status
- * never touches the disk on the loop thread. */
-struct mmr_agent_state {
-    char *device_id;      /* NULL until enrolled */
-    char *policy_version; /* NULL until a policy is applied */
-    int64_t last_checkin_ms;
-    char *last_checkin_result;
-};
-
 struct mmr_agent {
     uv_loop_t *loop;
     char *config_path;
@@ -40,7 +31,6 @@ struct mmr_agent {
     struct mmr_control *control;
     struct mmr_queue *queue;
     struct mmr_checkin *checkin;
-    struct mmr_agent_state state;
     int64_t started_ms;
     uint64_t started_mono_ms;
     bool foreground;

@@ -24,45 +24,17 @@ int mmr_agent_db_open(const char *path, struct mmr_db **out)
     return mmr_db_open(path, &opts, migrations, sizeof(migrations) / sizeof(migrations[0]), out);
 }
 
-void mmr_agent_state_free(struct mmr_agent_state *state)
-{
-    free(state->device_id);
-    free(state->policy_version);
-    free(state->last_checkin_result);
-    memset(state, 0, sizeof(*state));
-}
-
-static void assign(struct mmr_agent_state *state, const char *key, const char *value)
-{
-    if (strcmp(key, "device_id") == 0) {
-        free(state->device_id);
-        state->device_id = mmr_strdup(value);
-    } else if (strcmp(key, "policy_version") == 0) {
-        free(state->policy_version);
-        state->policy_version = mmr_strdup(value);
-    } else if (strcmp(key, "last_checkin_ms") == 0) {
-        state->last_checkin_ms = strtoll(value, NULL, 10);
-    } else if (strcmp(key, "last_checkin_result") == 0) {
-        free(state->last_checkin_result);
-        state->last_checkin_result = mmr_strdup(value);
-    }
-    /* Facts written by newer agents are kept in the table and ignored here. */
-}
-
-int mmr_agent_state_load(struct mmr_db *db, struct mmr_agent_state *state)
+char *mmr_agent_state_get(struct mmr_db *db, const char *key)
 {
     sqlite3_stmt *st;
-    int rc = mmr_db_stmt(db, "SELECT key, value FROM agent_state", &st);
-    if (rc < 0)
-        return rc;
-    mmr_agent_state_free(state);
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW)
-        assign(state, (const char *)sqlite3_column_text(st, 0),
-               (const char *)sqlite3_column_text(st, 1));
-    if (step != SQLITE_DONE)
-        return mmr_db_error(db, "reading agent state");
-    return 0;
+    if (mmr_db_stmt(db, "SELECT value FROM agent_state WHERE key = ?1", &st) < 0)
+        return NULL;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    char *v = NULL;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = mmr_strdup((const char *)sqlite3_column_text(st, 0));
+    sqlite3_reset(st);
+    return v;
 }
 
 int mmr_agent_state_put(struct mmr_db *db, const char *key, const char *value)

@@ -8,9 +8,8 @@
 
 int mmr_agent_db_open(const char *path, struct mmr_db **out);
 
-/* Reads the facts table into state (replacing what it held). */
-int mmr_agent_state_load(struct mmr_db *db, struct mmr_agent_state *state);
-void mmr_agent_state_free(struct mmr_agent_state *state);
+/* One fact (allocated), or NULL when it is not stored. */
+char *mmr_agent_state_get(struct mmr_db *db, const char *key);
 
 /* Stores one fact durably; value NULL deletes it. */
 int mmr_agent_state_put(struct mmr_db *db, const char *key, const char *value);

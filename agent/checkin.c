@@ -86,19 +86,6 @@ static void persist_result(struct mmr_checkin *c)
     mmr_agent_state_put(c->db, "last_checkin_result", result);
 }
 
-static char *state_get(struct mmr_checkin *c, const char *key)
-{
-    sqlite3_stmt *st;
-    if (mmr_db_stmt(c->db, "SELECT value FROM agent_state WHERE key = ?1", &st) < 0)
-        return NULL;
-    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    char *v = NULL;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        v = mmr_strdup((const char *)sqlite3_column_text(st, 0));
-    sqlite3_reset(st);
-    return v;
-}
-
 /* Waits until due, a wake-up, or stop. Returns false on stop. */
 static bool wait_until(struct mmr_checkin *c, uint64_t due_mono, bool *upload_only)
 {
@@ -144,9 +131,11 @@ static int load_identity(struct mmr_checkin *c)
     c->have_id = false;
     free(c->server_url);
     free(c->group);
-    c->server_url = state_get(c, "server_url");
-    c->group = state_get(c, "group");
-    char *device = state_get(c, "device_id");
+    c->server_url = mmr_agent_state_get(c->db, "server_url");
+    c->group = mmr_agent_state_get(c->db, "group");
+    char *device = mmr_agent_state_get(c->db, "device_id");
+    char *last_ms = mmr_agent_state_get(c->db, "last_checkin_ms");
+    char *last_result = mmr_agent_state_get(c->db, "last_checkin_result");
     int rc = device && c->server_url ? mmr_identity_load(c->data_dir, &c->id) : MMR_ENOENT;
     if (rc == 0)
         c->have_id = true;
@@ -156,7 +145,14 @@ static int load_identity(struct mmr_checkin *c)
     snprintf(c->st.server, sizeof(c->st.server), "%s", c->server_url ? c->server_url : "");
     snprintf(c->st.group, sizeof(c->st.group), "%s", c->group ? c->group : "");
     c->st.cert_not_after_ms = c->have_id ? c->id.cert.not_after_ms : 0;
+    /* What the last run saw, until this run checks in. */
+    if (last_ms && !c->st.last_checkin_ms)
+        c->st.last_checkin_ms = strtoll(last_ms, NULL, 10);
+    if (last_result && !c->st.last_result[0])
+        snprintf(c->st.last_result, sizeof(c->st.last_result), "%s", last_result);
     uv_mutex_unlock(&c->lock);
+    free(last_ms);
+    free(last_result);
     free(device);
     return rc;
 }
@@ -199,7 +195,7 @@ static void apply_policy(struct mmr_checkin *c, struct mmr_signed_policy *sp)
 /* Loads and re-verifies the stored policy at start. */
 static void load_policy(struct mmr_checkin *c)
 {
-    char *env_text = state_get(c, "policy_envelope");
+    char *env_text = mmr_agent_state_get(c->db, "policy_envelope");
     json_t *env = NULL;
     struct mmr_signed_policy sp;
     if (env_text && c->have_id &&

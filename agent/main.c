@@ -269,7 +269,6 @@ static int run(struct runtime *rt)
 static void cleanup(struct mmr_agent *a)
 {
     mmr_db_close(a->db);
-    mmr_agent_state_free(&a->state);
     mmr_health_free(a->health);
     mmr_lock_release(a->lock);
     mmr_agent_config_free(&a->cfg);
@@ -387,7 +386,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "mamori-agent: logging to file disabled: %s\n", mmr_err_msg());
 
     a->db_path = mmr_path_join(a->cfg.data_dir, "agent.db");
-    if (open_database(a) < 0 || mmr_agent_state_load(a->db, &a->state) < 0) {
+    if (open_database(a) < 0) {
         mmr_error("agent", "cannot open the agent database", "error=\"%s\"", mmr_err_msg());
         fprintf(stderr, "mamori-agent: %s\n", mmr_err_msg());
         code = EXIT_STARTUP;

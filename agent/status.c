@@ -49,21 +49,12 @@ json_t *mmr_status_collect(const struct mmr_agent *a)
     json_object_set_new(agent, "config", json_string(a->config_path));
     json_object_set_new(agent, "endpoint", json_string(a->endpoint));
 
-    /* The check-in thread's view is the live one; agent.db's the fallback. */
+    /* The check-in thread keeps the enrollment and check-in facts, read from
+     * agent.db at its start; it runs whenever IPC is served. */
     struct mmr_checkin_status cs;
     memset(&cs, 0, sizeof(cs));
     if (a->checkin)
         mmr_checkin_status(a->checkin, &cs);
-    else {
-        cs.enrolled = a->state.device_id != NULL;
-        snprintf(cs.device_id, sizeof(cs.device_id), "%s",
-                 a->state.device_id ? a->state.device_id : "");
-        cs.last_checkin_ms = a->state.last_checkin_ms;
-        snprintf(cs.last_result, sizeof(cs.last_result), "%s",
-                 a->state.last_checkin_result ? a->state.last_checkin_result : "");
-        cs.policy_version =
-            a->state.policy_version ? strtoll(a->state.policy_version, NULL, 10) : 0;
-    }
     json_t *enrollment = json_object();
     json_object_set_new(enrollment, "enrolled", json_boolean(cs.enrolled));
     json_object_set_new(enrollment, "device_id", str_or_null(cs.device_id));
