@@ -1,5 +1,6 @@
 /* The helpdesk support bundle: gathers facts, finds problems, scrubs
  * secrets and packs everything into a .tar.gz in memory. */
+#include "shared/compiler.h"
 #include "agent/diag.h"
 
 #include <stdarg.h>
@@ -113,7 +114,7 @@ static int add_json(struct bundle *b, const char *name, const json_t *doc)
     return rc;
 }
 
-__attribute__((format(printf, 3, 0))) static void finding(struct bundle *b, const char *kind,
+MMR_PRINTF(3, 0) static void finding(struct bundle *b, const char *kind,
                                                          const char *fmt, va_list ap)
 {
     char text[1024];
@@ -121,7 +122,7 @@ __attribute__((format(printf, 3, 0))) static void finding(struct bundle *b, cons
     mmr_buf_appendf(&b->findings, "%s: %s\n", kind, text);
 }
 
-__attribute__((format(printf, 2, 3))) static void problem(struct bundle *b, const char *fmt, ...)
+MMR_PRINTF(2, 3) static void problem(struct bundle *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -130,7 +131,7 @@ __attribute__((format(printf, 2, 3))) static void problem(struct bundle *b, cons
     b->problems++;
 }
 
-__attribute__((format(printf, 2, 3))) static void note(struct bundle *b, const char *fmt, ...)
+MMR_PRINTF(2, 3) static void note(struct bundle *b, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -38,6 +38,16 @@ if(NOT HTTP_PARSER_INCLUDE_DIR OR NOT HTTP_PARSER_LIB)
                         "'libhttp-parser-dev' (or run scripts/install-deps as root).")
 endif()
 
+# libuv's .pc file names the Windows system libraries it needs; the rest are
+# ours (platform layer) and the static libraries' (bcrypt for mbedTLS's RNG,
+# advapi32 for yara and SQLite).
+if(WIN32)
+    set(MMR_WIN32_SYSTEM_LIBS ws2_32 iphlpapi userenv psapi dbghelp ole32 uuid shell32
+        user32 advapi32 bcrypt)
+else()
+    set(MMR_WIN32_SYSTEM_LIBS)
+endif()
+
 if(MMR_TESTS)
     mmr_require_pkg(CRITERION criterion libcriterion-dev)
 endif()

@@ -12,7 +12,7 @@ struct mmr_power {
     int battery_percent; /* 0-100, the mean over system batteries; -1 unknown */
 };
 
-/* Reads <sysfs_root>/class/power_supply ("/sys" in production). Each supply's
+/* Linux: reads <sysfs_root>/class/power_supply ("/sys" in production). Each supply's
  * type, online, scope, present, capacity and status files are read when
  * present; missing, unreadable or malformed ones count as unknown. A battery
  * without a readable capacity falls back to energy_now/energy_full or
@@ -24,7 +24,10 @@ struct mmr_power {
  * otherwise true. A machine without a power_supply directory (desktops, VMs,
  * containers) is on AC with no battery. A missing sysfs_root is MMR_ENOENT,
  * an unreadable power_supply directory MMR_EIO; on error *out holds those
- * same no-battery defaults. */
+ * same no-battery defaults.
+ *
+ * Windows: sysfs_root is ignored; GetSystemPowerStatus answers (an unknown
+ * AC line status counts as mains). */
 int mmr_power_read(const char *sysfs_root, struct mmr_power *out);
 
 #endif

@@ -4,6 +4,8 @@
 #ifndef MMR_ERR_H
 #define MMR_ERR_H
 
+#include "shared/compiler.h"
+
 enum mmr_err {
     MMR_OK = 0,
     MMR_EINVAL = -1,    /* malformed input or bad argument */
@@ -34,11 +36,11 @@ const char *mmr_err_str(int code);
 
 /* Records a formatted message for this thread and returns code, so that
  * "return mmr_err_set(MMR_EINVAL, "bad key '%s'", key);" reads naturally. */
-int mmr_err_set(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int mmr_err_set(int code, const char *fmt, ...) MMR_PRINTF(2, 3);
 
 /* Prefixes the current message with context: "opening x: <previous message>".
  * Returns code. */
-int mmr_err_wrap(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int mmr_err_wrap(int code, const char *fmt, ...) MMR_PRINTF(2, 3);
 
 /* The last message recorded on this thread ("" if none). */
 const char *mmr_err_msg(void);

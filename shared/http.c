@@ -1,6 +1,7 @@
 /* HTTP/1.1 framing over a byte stream. http-parser (2.9) does the syntax; this
  * file adds the limits, the framing rules that stop request smuggling, the
  * assembly of whole messages from callbacks, and the writers. */
+#include "shared/compiler.h"
 #include "shared/http.h"
 
 #include <stdarg.h>
@@ -202,7 +203,7 @@ static const char *kind_name(const struct mmr_http_parser *p)
 
 /* Records the first refusal; returns -1, which makes http-parser stop. */
 static int fail(struct mmr_http_parser *p, int status, int code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+    MMR_PRINTF(4, 5);
 
 static int fail(struct mmr_http_parser *p, int status, int code, const char *fmt, ...)
 {

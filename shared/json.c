@@ -256,7 +256,7 @@ int mmr_json_get_int(const json_t *obj, const char *path, const char *key, bool 
     json_int_t n = json_integer_value(v);
     if (n < min || n > max) {
         char *p = child_path(path, key);
-        rc = mmr_err_set(MMR_EINVAL, "%s: expected %s, got %" JSON_INTEGER_FORMAT, p, expected, n);
+        rc = mmr_err_set(MMR_EINVAL, "%s: expected %s, got %lld", p, expected, (long long)n);
         free(p);
         return rc;
     }

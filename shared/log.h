@@ -3,6 +3,7 @@
 #ifndef MMR_LOG_H
 #define MMR_LOG_H
 
+#include "shared/compiler.h"
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -34,7 +35,7 @@ const char *mmr_log_level_name(enum mmr_log_level level);
  * key=value pairs (quote values that may hold spaces: path=\"%s\"). Control
  * characters are escaped so a record is always one line. fields may be NULL. */
 void mmr_log(enum mmr_log_level level, const char *mod, const char *msg, const char *fields, ...)
-    __attribute__((format(printf, 4, 5)));
+    MMR_PRINTF(4, 5);
 
 #define mmr_debug(mod, msg, ...) mmr_log(MMR_LOG_DEBUG, mod, msg, __VA_ARGS__)
 #define mmr_info(mod, msg, ...)  mmr_log(MMR_LOG_INFO, mod, msg, __VA_ARGS__)

@@ -1,4 +1,5 @@
 /* Allocation wrappers that abort cleanly on out-of-memory, and a byte buffer. */
+#include "shared/compiler.h"
 #include "shared/mem.h"
 
 #include <stdarg.h>
@@ -51,7 +52,7 @@ char *mmr_strndup(const char *s, size_t n)
     return p;
 }
 
-__attribute__((format(printf, 1, 0))) static char *vasprintf_checked(const char *fmt, va_list ap)
+MMR_PRINTF(1, 0) static char *vasprintf_checked(const char *fmt, va_list ap)
 {
     va_list copy;
     va_copy(copy, ap);

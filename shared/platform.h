@@ -71,6 +71,12 @@ int mmr_file_rename(const char *from, const char *to);
 /* Free and total bytes on the filesystem holding path. */
 int mmr_disk_space(const char *path, uint64_t *free_bytes, uint64_t *total_bytes);
 
+/* Call first in main(): on Windows, replaces argv (which holds the ANSI code
+ * page's lossy conversion) with UTF-8 arguments from the UTF-16 command line,
+ * and sets the console to UTF-8 so that Japanese messages print. The new argv
+ * lives until the process exits. Nothing to do on POSIX. */
+void mmr_process_init(int *argc, char ***argv);
+
 /* Writes to a socket the peer closed fail with an error instead of killing
  * the process (SIGPIPE on POSIX; nothing to do on Windows). */
 void mmr_process_ignore_sigpipe(void);
@@ -150,7 +156,34 @@ bool mmr_service_managed(void);
 void mmr_service_notify(const char *state);
 
 /* Detaches from the terminal (classic double fork) and writes pidfile.
- * Not used under a service manager. */
+ * Not used under a service manager. On Windows there is no terminal to
+ * leave: it returns MMR_EUNSUP and the caller stays in the foreground. */
 int mmr_daemonize(const char *pidfile);
+
+/* Runs the program's body under the service manager. On Windows, when the
+ * Service Control Manager started us, this connects to it and calls run(ctx)
+ * on the service thread, reporting START_PENDING, RUNNING and STOPPED around
+ * it; a stop or shutdown request calls stop(ctx) from another thread (stop
+ * must only signal, e.g. uv_async_send). Everywhere else run(ctx) is called
+ * directly. Returns run's result. */
+int mmr_service_run(const char *name, int (*run)(void *ctx), void (*stop)(void *ctx), void *ctx);
+
+/* What `mamori-agent service install` registers. */
+struct mmr_service_spec {
+    const char *name;         /* "mamori-agent" */
+    const char *display_name; /* "Mamori Agent" */
+    const char *description;
+    const char *exe_path;     /* UTF-8; NULL: this program */
+    const char *args;         /* extra command-line arguments, or NULL */
+};
+
+/* Registers an automatically started service running as LocalSystem, with
+ * recovery actions (restart after 5 s, 30 s, 60 s; reset after a day).
+ * Installing again updates the registration. MMR_EUNSUP where the package's
+ * service unit does this instead (systemd). */
+int mmr_service_install(const struct mmr_service_spec *spec);
+/* Stops (waiting up to 10 s) and removes the service. Removing a service
+ * that is not installed succeeds. */
+int mmr_service_uninstall(const char *name);
 
 #endif

@@ -1,6 +1,7 @@
 /* Benchmarks of real agents against a real server on 127.0.0.1 (make bench):
  * upload drain rate over mutual TLS, idle memory and wake-ups, and bytes on
  * the wire per check-in, counted by an in-process TCP relay. */
+#include "shared/compiler.h"
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,7 +85,7 @@ static void cleanup(void)
     free(wire.endpoint);
 }
 
-__attribute__((format(printf, 1, 2))) static void die(const char *fmt, ...)
+MMR_PRINTF(1, 2) static void die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

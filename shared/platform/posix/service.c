@@ -72,3 +72,29 @@ int mmr_daemonize(const char *pidfile)
     }
     return 0;
 }
+
+int mmr_service_run(const char *name, int (*run)(void *ctx), void (*stop)(void *ctx), void *ctx)
+{
+    (void)name;
+    (void)stop; /* systemd stops us with SIGTERM, handled by the program */
+    return run(ctx);
+}
+
+int mmr_service_install(const struct mmr_service_spec *spec)
+{
+    return mmr_err_set(MMR_EUNSUP,
+                       "service %s: on Linux the package installs the systemd unit "
+                       "(installer/linux/mamori-agent.service); use systemctl enable --now",
+                       spec->name);
+}
+
+int mmr_service_uninstall(const char *name)
+{
+    return mmr_err_set(MMR_EUNSUP, "service %s: use systemctl disable --now", name);
+}
+
+void mmr_process_init(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv; /* POSIX arguments are bytes; ours are UTF-8 already */
+}
