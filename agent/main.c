@@ -24,6 +24,8 @@
 #include "shared/mem.h"
 #include "shared/platform.h"
 
+#define SERVICE_NAME "mamori-agent"
+
 enum exit_code {
     EXIT_OK = 0,
     EXIT_USAGE = 1,
@@ -32,6 +34,7 @@ enum exit_code {
     EXIT_STARTUP = 4,
     EXIT_REFUSED = 5,
     EXIT_UNREACHABLE = 6,
+    EXIT_SERVICE = 7,
 };
 
 struct runtime {
@@ -39,7 +42,14 @@ struct runtime {
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     uv_signal_t sig_hup;
+    /* A stop request from the Windows Service Control Manager's thread. */
+    uv_async_t stop_async;
+    uv_mutex_t stop_lock; /* guards the two flags below */
+    bool stop_live;       /* stop_async is open: uv_async_send is safe */
+    bool stop_requested;
     const char *data_dir_opt;
+    const char *config_opt;
+    const char *enroll_token;
     char *pidfile; /* written only when we daemonised ourselves */
 };
 
@@ -48,9 +58,15 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: mamori-agent [OPTIONS]\n"
             "       mamori-agent enroll TOKEN [--data-dir DIR] [--config FILE]\n"
+            "       mamori-agent service install [--data-dir DIR] [--config FILE]\n"
+            "       mamori-agent service uninstall\n"
             "Runs the Mamori endpoint agent, or enrolls this computer with a token.\n"
             "(Silent installs put the token in agent.conf, [server] enroll_token,\n"
-            "and the agent enrolls at its first start.)\n\n"
+            "and the agent enrolls at its first start.)\n"
+            "On Windows, `service install` registers the agent as the automatically\n"
+            "started service mamori-agent (LocalSystem, restarted on failure), with\n"
+            "the given options; `service uninstall` stops and removes it. Both need\n"
+            "an Administrator.\n\n"
             "  -f, --foreground     stay in the foreground and log to stderr\n"
             "      --data-dir DIR   data directory (default %s); the IPC socket\n"
             "                       then lives in DIR too\n"
@@ -58,10 +74,13 @@ static void usage(FILE *out)
             "                       or DIR/agent.conf with --data-dir)\n"
             "      --version        print the version and exit\n"
             "  -h, --help           print this help and exit\n\n"
-            "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the configuration.\n"
+            "Signals: SIGTERM/SIGINT stop, SIGHUP reloads the configuration. On Windows,\n"
+            "Ctrl-C or the Service Control Manager stops it and `mamorictl reload`\n"
+            "reloads; without -f it still runs in the foreground.\n"
             "Exit codes: 0 stopped cleanly (or enrolled), 1 usage, 2 configuration error,\n"
             "3 another agent runs on this data directory, 4 start-up failure,\n"
-            "5 enrollment refused by the server, 6 server unreachable.\n",
+            "5 enrollment refused by the server, 6 server unreachable,\n"
+            "7 the service could not be installed or removed.\n",
             mmr_default_data_dir(), mmr_default_config_path());
 }
 
@@ -118,6 +137,10 @@ static void stop(struct runtime *rt, const char *why)
         rt->agent.queue = NULL;
     }
     mmr_control_stop(rt->agent.control);
+    uv_mutex_lock(&rt->stop_lock);
+    rt->stop_live = false;
+    uv_mutex_unlock(&rt->stop_lock);
+    uv_close((uv_handle_t *)&rt->stop_async, NULL);
     uv_close((uv_handle_t *)&rt->sig_term, NULL);
     uv_close((uv_handle_t *)&rt->sig_int, NULL);
     uv_close((uv_handle_t *)&rt->sig_hup, NULL);
@@ -132,10 +155,29 @@ static void on_signal(uv_signal_t *s, int signum)
         stop(rt, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+static void on_stop_request(uv_async_t *async)
+{
+    stop(async->data, "service stop");
+}
+
+/* The service manager's stop, from its own thread: only wakes the loop, which
+ * then stops exactly as on SIGTERM. Safe before the loop runs and after it
+ * has stopped. */
+static void request_stop(void *ctx)
+{
+    struct runtime *rt = ctx;
+    uv_mutex_lock(&rt->stop_lock);
+    rt->stop_requested = true;
+    if (rt->stop_live)
+        uv_async_send(&rt->stop_async);
+    uv_mutex_unlock(&rt->stop_lock);
+}
+
 static void handle_reload(struct mmr_control_call *call, json_t *args, void *ud)
 {
-    reload(ud);
-    mmr_control_reply(call, json_pack("{s:s}", "config", ((struct runtime *)ud)->agent.config_path));
+    struct runtime *rt = ud;
+    reload(rt);
+    mmr_control_reply(call, json_pack("{s:s}", "config", rt->agent.config_path));
 }
 
 /* A damaged agent.db must not leave the laptop unprotected: move it aside
@@ -250,6 +292,13 @@ static int run(struct runtime *rt)
     uv_signal_start(&rt->sig_term, on_signal, SIGTERM);
     uv_signal_start(&rt->sig_int, on_signal, SIGINT);
     uv_signal_start(&rt->sig_hup, on_signal, SIGHUP);
+    uv_async_init(a->loop, &rt->stop_async, on_stop_request);
+    rt->stop_async.data = rt;
+    uv_mutex_lock(&rt->stop_lock);
+    rt->stop_live = true;
+    if (rt->stop_requested)
+        uv_async_send(&rt->stop_async);
+    uv_mutex_unlock(&rt->stop_lock);
 
     int rc = start_modules(rt);
     if (rc < 0) {
@@ -303,45 +352,127 @@ static int enroll_now(struct mmr_agent *a, const char *token)
     return EXIT_OK;
 }
 
-int main(int argc, char **argv)
+/* Appends one argument for a Windows command line (the rules of
+ * CommandLineToArgvW): quoted, with backslashes doubled only before a quote. */
+static void append_quoted(struct mmr_buf *b, const char *arg)
 {
-    static const struct option options[] = {
-        {"foreground", no_argument, NULL, 'f'}, {"data-dir", required_argument, NULL, 'd'},
-        {"config", required_argument, NULL, 'c'}, {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
-    };
-    struct runtime rt;
-    memset(&rt, 0, sizeof(rt));
-    struct mmr_agent *a = &rt.agent;
-    const char *config_opt = NULL;
-    int opt;
-    while ((opt = getopt_long(argc, argv, "fh", options, NULL)) != -1) {
-        switch (opt) {
-        case 'f': a->foreground = true; break;
-        case 'd': rt.data_dir_opt = optarg; break;
-        case 'c': config_opt = optarg; break;
-        case 'V': printf("mamori-agent %s (%s)\n", MMR_VERSION, MMR_GIT_COMMIT); return EXIT_OK;
-        case 'h': usage(stdout); return EXIT_OK;
-        default: usage(stderr); return EXIT_USAGE;
+    mmr_buf_append(b, " \"", 2);
+    for (const char *p = arg;; p++) {
+        size_t slashes = 0;
+        while (*p == '\\') {
+            slashes++;
+            p++;
+        }
+        if (*p == '\0' || *p == '"') {
+            /* Before a quote (ours at the end, or a literal one): 2n + 1. */
+            for (size_t i = 0; i < slashes * 2; i++)
+                mmr_buf_append(b, "\\", 1);
+            if (*p == '\0')
+                break;
+            mmr_buf_append(b, "\\\"", 2);
+        } else {
+            for (size_t i = 0; i < slashes; i++)
+                mmr_buf_append(b, "\\", 1);
+            mmr_buf_append(b, p, 1);
         }
     }
-    const char *enroll_token = NULL;
-    if (optind + 2 == argc && strcmp(argv[optind], "enroll") == 0) {
-        enroll_token = argv[optind + 1];
-    } else if (optind < argc) {
-        fprintf(stderr, "mamori-agent: unexpected argument '%s'\n", argv[optind]);
+    mmr_buf_append(b, "\"", 1);
+}
+
+/* The service starts in the system directory: give it absolute paths. A
+ * missing data directory is created (owner-only), as the agent would;
+ * *created says so, for the undo when the installation fails. */
+static int service_path_arg(struct mmr_buf *b, const char *opt, const char *path, bool is_dir,
+                            bool *created)
+{
+    if (!path)
+        return 0;
+    uv_fs_t req;
+    int r = uv_fs_realpath(NULL, &req, path, NULL);
+    if (r == UV_ENOENT && is_dir) {
+        uv_fs_req_cleanup(&req);
+        int rc = mmr_mkdir_p(path, true);
+        if (rc < 0)
+            return rc;
+        *created = true;
+        r = uv_fs_realpath(NULL, &req, path, NULL);
+    }
+    if (r < 0) {
+        uv_fs_req_cleanup(&req);
+        return mmr_err_set(r == UV_ENOENT ? MMR_ENOENT : MMR_EIO, "%s %s: %s", opt, path,
+                           uv_strerror(r));
+    }
+    mmr_buf_appendf(b, " %s", opt);
+    append_quoted(b, req.ptr);
+    uv_fs_req_cleanup(&req);
+    return 0;
+}
+
+/* `mamori-agent service install|uninstall` (Windows). */
+static int service_command(const char *verb, const struct runtime *rt)
+{
+    int rc;
+    if (strcmp(verb, "install") == 0) {
+        struct mmr_buf args = {0};
+        bool created = false;
+        rc = service_path_arg(&args, "--data-dir", rt->data_dir_opt, true, &created);
+        if (rc == 0)
+            rc = service_path_arg(&args, "--config", rt->config_opt, false, &created);
+        struct mmr_service_spec spec = {
+            .name = SERVICE_NAME,
+            .display_name = "Mamori Agent",
+            .description = "Mamori endpoint security agent: reports this computer's state and "
+                           "events to the organisation's Mamori server.",
+            .args = args.len ? args.data + 1 : NULL, /* without the leading space */
+        };
+        if (rc == 0)
+            rc = mmr_service_install(&spec);
+        if (rc == 0)
+            printf("Service %s installed (automatic start, LocalSystem, restarted on "
+                   "failure).\nStart it now with: sc start %s\n", SERVICE_NAME, SERVICE_NAME);
+        if (rc < 0 && created) {
+            /* Leave no trace of a failed install (the directory is still empty). */
+            uv_fs_t req;
+            uv_fs_rmdir(NULL, &req, rt->data_dir_opt, NULL);
+            uv_fs_req_cleanup(&req);
+        }
+        mmr_buf_free(&args);
+    } else if (strcmp(verb, "uninstall") == 0) {
+        if (rt->data_dir_opt || rt->config_opt) {
+            fprintf(stderr, "mamori-agent: service uninstall takes no options\n");
+            return EXIT_USAGE;
+        }
+        rc = mmr_service_uninstall(SERVICE_NAME);
+        if (rc == 0)
+            printf("Service %s removed (or was not installed).\n", SERVICE_NAME);
+    } else {
+        fprintf(stderr, "mamori-agent: unknown service command '%s' (install, uninstall)\n",
+                verb);
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (rc < 0) {
+        fprintf(stderr, "mamori-agent: %s\n", mmr_err_msg());
+        return rc == MMR_EUNSUP ? EXIT_USAGE : EXIT_SERVICE;
+    }
+    return EXIT_OK;
+}
+
+/* The agent's life from configuration to exit; under the Windows SCM it runs
+ * on the service thread. Returns the exit code. */
+static int agent_main(void *ctx)
+{
+    struct runtime *rt = ctx;
+    struct mmr_agent *a = &rt->agent;
     mmr_process_ignore_sigpipe();
 
     mmr_process_private_files();
     a->started_ms = mmr_time_now_ms();
     a->started_mono_ms = mmr_time_mono_ms();
     a->health = mmr_health_new();
-    a->config_path = mmr_agent_config_path(config_opt, rt.data_dir_opt, &a->config_explicit);
+    a->config_path = mmr_agent_config_path(rt->config_opt, rt->data_dir_opt, &a->config_explicit);
     int code = EXIT_OK;
-    if (mmr_agent_config_load(a->config_path, !a->config_explicit, rt.data_dir_opt, &a->cfg) < 0) {
+    if (mmr_agent_config_load(a->config_path, !a->config_explicit, rt->data_dir_opt, &a->cfg) < 0) {
         fprintf(stderr, "mamori-agent: %s\n", mmr_err_msg());
         code = EXIT_CONFIG;
         goto out;
@@ -353,7 +484,7 @@ int main(int argc, char **argv)
     }
     char *lock_path = mmr_path_join(a->cfg.data_dir, "agent.lock");
     int rc = mmr_lock_acquire(lock_path, &a->lock);
-    if (rc == MMR_EBUSY && enroll_token) {
+    if (rc == MMR_EBUSY && rt->enroll_token) {
         free(lock_path);
         fprintf(stderr, "mamori-agent: the agent is running on %s; stop it first, or put the "
                         "token in agent.conf ([server] enroll_token) and restart it\n",
@@ -361,9 +492,9 @@ int main(int argc, char **argv)
         code = EXIT_RUNNING;
         goto out;
     }
-    if (rc == 0 && enroll_token) {
+    if (rc == 0 && rt->enroll_token) {
         free(lock_path);
-        code = enroll_now(a, enroll_token);
+        code = enroll_now(a, rt->enroll_token);
         goto out;
     }
     if (rc == 0 && !a->foreground && !mmr_service_managed()) {
@@ -371,8 +502,14 @@ int main(int argc, char **argv)
          * terminal), then take the lock again in the daemon. */
         mmr_lock_release(a->lock);
         a->lock = NULL;
-        rt.pidfile = mmr_path_join(a->cfg.run_dir, "mamori-agent.pid");
-        rc = mmr_daemonize(rt.pidfile);
+        rt->pidfile = mmr_path_join(a->cfg.run_dir, "mamori-agent.pid");
+        rc = mmr_daemonize(rt->pidfile);
+        if (rc == MMR_EUNSUP) {
+            /* Windows: nothing to detach from; stay in the foreground. */
+            free(rt->pidfile);
+            rt->pidfile = NULL;
+            rc = 0;
+        }
         if (rc == 0)
             rc = mmr_lock_acquire(lock_path, &a->lock);
     }
@@ -392,13 +529,55 @@ int main(int argc, char **argv)
         code = EXIT_STARTUP;
         goto out;
     }
-    if (run(&rt) < 0)
+    if (run(rt) < 0)
         code = EXIT_STARTUP;
     mmr_info("agent", "stopped", "code=%d", code);
 out:
-    if (rt.pidfile && a->lock)
-        mmr_file_remove(rt.pidfile);
-    free(rt.pidfile);
+    if (rt->pidfile && a->lock)
+        mmr_file_remove(rt->pidfile);
+    free(rt->pidfile);
+    rt->pidfile = NULL;
     cleanup(a);
+    return code;
+}
+
+int main(int argc, char **argv)
+{
+    mmr_process_init(&argc, &argv);
+    static const struct option options[] = {
+        {"foreground", no_argument, NULL, 'f'}, {"data-dir", required_argument, NULL, 'd'},
+        {"config", required_argument, NULL, 'c'}, {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    struct runtime rt;
+    memset(&rt, 0, sizeof(rt));
+    int opt;
+    while ((opt = getopt_long(argc, argv, "fh", options, NULL)) != -1) {
+        switch (opt) {
+        case 'f': rt.agent.foreground = true; break;
+        case 'd': rt.data_dir_opt = optarg; break;
+        case 'c': rt.config_opt = optarg; break;
+        case 'V': printf("mamori-agent %s (%s)\n", MMR_VERSION, MMR_GIT_COMMIT); return EXIT_OK;
+        case 'h': usage(stdout); return EXIT_OK;
+        default: usage(stderr); return EXIT_USAGE;
+        }
+    }
+    if (optind + 2 == argc && strcmp(argv[optind], "service") == 0)
+        return service_command(argv[optind + 1], &rt);
+    if (optind + 2 == argc && strcmp(argv[optind], "enroll") == 0) {
+        rt.enroll_token = argv[optind + 1];
+    } else if (optind < argc) {
+        fprintf(stderr, "mamori-agent: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    uv_mutex_init(&rt.stop_lock);
+    int code = rt.enroll_token ? agent_main(&rt)
+                               : mmr_service_run(SERVICE_NAME, agent_main, request_stop, &rt);
+    if (code < 0) {
+        fprintf(stderr, "mamori-agent: %s\n", mmr_err_msg());
+        code = EXIT_STARTUP;
+    }
+    uv_mutex_destroy(&rt.stop_lock);
     return code;
 }

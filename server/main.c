@@ -29,7 +29,7 @@ static void usage(FILE *out)
             "init  creates DIR: server.conf, pki/ (root CA, issuing CA, server and\n"
             "      policy-signing certificates), server.db and admin.token\n"
             "run   serves agents (/v1) and admins (/admin/v1) over TLS, in the foreground;\n"
-            "      SIGTERM/SIGINT stop it\n\n"
+            "      SIGTERM/SIGINT stop it (Ctrl-C on Windows)\n\n"
             "      --dir DIR          the server directory\n"
             "      --listen HOST:PORT address to listen on (default 127.0.0.1:8443)\n"
             "      --names LIST       DNS names and IPs for the server certificate\n"
@@ -216,6 +216,7 @@ static int cmd_run(const struct opts *o)
 
 int main(int argc, char **argv)
 {
+    mmr_process_init(&argc, &argv);
     static const struct option options[] = {
         {"dir", required_argument, NULL, 'd'},   {"listen", required_argument, NULL, 'l'},
         {"names", required_argument, NULL, 'n'}, {"org", required_argument, NULL, 'o'},

@@ -349,6 +349,7 @@ int main(int argc, char **argv)
         {"severity", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
     };
+    mmr_process_init(&argc, &argv);
     struct ctl c;
     memset(&c, 0, sizeof(c));
     c.severity = -1;

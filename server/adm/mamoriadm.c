@@ -422,6 +422,7 @@ int main(int argc, char **argv)
         {"json", no_argument, NULL, 'j'},          {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
     };
+    mmr_process_init(&argc, &argv);
     struct adm a;
     memset(&a, 0, sizeof(a));
     a.severity = -1;
