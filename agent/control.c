@@ -308,7 +308,7 @@ int mmr_control_start(uv_loop_t *loop, const char *endpoint,
     ctl->server_open = true;
     int rc = uv_pipe_bind(&ctl->server, endpoint);
     if (rc == 0)
-        rc = mmr_ipc_endpoint_open_to_all(endpoint) < 0 ? UV_EACCES : 0;
+        rc = mmr_ipc_endpoint_open_to_all(&ctl->server) < 0 ? UV_EACCES : 0;
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&ctl->server, 16, on_connection);
     if (rc < 0) {

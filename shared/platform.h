@@ -118,9 +118,10 @@ struct mmr_peer {
 
 int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out);
 
-/* Restricts who may connect to a listening endpoint: everyone may connect,
- * and admin verbs are checked per request with mmr_peer_identify. */
-int mmr_ipc_endpoint_open_to_all(const char *endpoint);
+/* Sets who may connect to a bound endpoint: every local user may connect,
+ * and admin verbs are checked per request with mmr_peer_identify. Takes the
+ * server handle: a named pipe's ACL is set through one of its instances. */
+int mmr_ipc_endpoint_open_to_all(uv_pipe_t *server);
 
 /* ---- the system ---------------------------------------------------------- */
 

@@ -38,12 +38,16 @@ int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out)
     return 0;
 }
 
-int mmr_ipc_endpoint_open_to_all(const char *endpoint)
+int mmr_ipc_endpoint_open_to_all(uv_pipe_t *server)
 {
+    char path[512];
+    size_t len = sizeof(path) - 1;
+    if (uv_pipe_getsockname(server, path, &len) != 0)
+        return mmr_err_set(MMR_EINVAL, "the IPC endpoint is not bound");
+    path[len] = '\0';
     /* Everyone may connect; admin verbs are checked per request. */
-    if (chmod(endpoint, 0666) != 0)
-        return mmr_err_set(MMR_EIO, "cannot set permissions of '%s': %s", endpoint,
-                           strerror(errno));
+    if (chmod(path, 0666) != 0)
+        return mmr_err_set(MMR_EIO, "cannot set permissions of '%s': %s", path, strerror(errno));
     return 0;
 }
 
