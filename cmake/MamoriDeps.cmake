@@ -48,6 +48,7 @@ else()
     set(MMR_WIN32_SYSTEM_LIBS)
 endif()
 
-if(MMR_TESTS)
+# Windows tests use our own runner (test/wincrit) instead of Criterion.
+if(MMR_TESTS AND NOT WIN32)
     mmr_require_pkg(CRITERION criterion libcriterion-dev)
 endif()

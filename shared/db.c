@@ -378,6 +378,11 @@ int mmr_db_open(const char *path, const struct mmr_db_opts *opts,
         goto fail;
     }
     rc = configure(db, opts, memory, migrations, nmigrations);
+    /* SQLite gives -wal and -shm the main file's mode on POSIX; on Windows
+     * they get the directory's inherited ACL instead (and Wine, which maps
+     * ACLs to modes, has no inheritance): tighten them once they exist. */
+    if (rc == 0 && !memory && !opts->read_only)
+        rc = make_files_private(path);
     if (rc < 0)
         goto fail;
     *out = db;

@@ -11,6 +11,7 @@
 #include "shared/err.h"
 #include "shared/json.h"
 #include "shared/mem.h"
+#include "shared/platform.h"
 
 struct call {
     uv_loop_t loop;
@@ -85,6 +86,23 @@ static void on_connect(uv_connect_t *req, int status)
                           : status == UV_EACCES ? "permission denied"
                                                 : uv_strerror(status);
         finish(c, mmr_err_set(MMR_ECONN, "cannot reach the agent at %s: %s", c->endpoint, why));
+        return;
+    }
+    /* Talk only to an agent run by an administrator or by ourselves: an
+     * impostor serving the same name would otherwise read our requests and
+     * feed us answers (on Windows any local user can add a pipe instance). */
+    struct mmr_peer server;
+    int rc = mmr_peer_identify_server(&c->pipe, &server);
+    if (rc < 0) {
+        finish(c, mmr_err_wrap(rc, "cannot tell who serves %s", c->endpoint));
+        return;
+    }
+    if (!server.admin) {
+        finish(c, mmr_err_set(MMR_EPERM,
+                              "refusing %s: it is served by user %s (pid %lld), who is neither "
+                              "an administrator nor you; another program may be posing as the "
+                              "agent",
+                              c->endpoint, server.name, (long long)server.pid));
         return;
     }
     c->write_req.data = c;

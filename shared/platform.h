@@ -118,6 +118,13 @@ struct mmr_peer {
 
 int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out);
 
+/* Who serves the endpoint a client has connected to, so that the client can
+ * refuse an impostor: on Windows any local user who can open a pipe may also
+ * create another instance of its name. admin means the server is an
+ * administrator (on Windows also: a service in session 0 whose token we may
+ * not read) or runs as the same user as the caller. */
+int mmr_peer_identify_server(uv_pipe_t *client, struct mmr_peer *out);
+
 /* Sets who may connect to a bound endpoint: every local user may connect,
  * and admin verbs are checked per request with mmr_peer_identify. Takes the
  * server handle: a named pipe's ACL is set through one of its instances. */

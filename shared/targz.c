@@ -212,9 +212,13 @@ static int read_entry(struct read_state *st, struct archive_entry *e, mmr_targz_
     if (archive_entry_filetype(e) != AE_IFREG || archive_entry_hardlink(e))
         return 0;
 
-    const char *name = archive_entry_pathname_utf8(e);
+    /* The raw header bytes first: ours are UTF-8, written with
+     * hdrcharset=BINARY, and the _utf8 accessor would decode them again from
+     * the process's code page (double-encoding them on Windows). Archives
+     * whose names libarchive had to convert come back through _utf8. */
+    const char *name = archive_entry_pathname(e);
     if (!name)
-        name = archive_entry_pathname(e);
+        name = archive_entry_pathname_utf8(e);
     if (!name || !name_is_safe(name))
         return mmr_err_set(MMR_ECORRUPT, "archive entry after '%s' has an unsafe name '%s'",
                            st->last, name ? name : "(none)");

@@ -350,6 +350,41 @@ Test(agent, admin_verbs_need_admin)
     proc_result_free(&res);
 }
 
+/* A "agent" run by an ordinary user is an impostor to everybody else: the
+ * client checks who serves the endpoint before it sends anything. */
+Test(agent, client_refuses_an_agent_run_by_another_user)
+{
+    struct passwd *nobody = getpwnam("nobody");
+    cr_assert(nobody, "no 'nobody' user on this machine");
+    char *cmd = mmr_asprintf("chown -R %u:%u '%s' '%s'", (unsigned)nobody->pw_uid,
+                             (unsigned)nobody->pw_gid, dir, run_dir);
+    cr_assert_eq(system(cmd), 0);
+    free(cmd);
+    struct proc_opts as_nobody = {.uid = nobody->pw_uid, .gid = nobody->pw_gid, .set_user = true};
+    const char *agent_argv[] = {MMR_AGENT_BIN, "-f", "--data-dir", dir, NULL};
+    agent = proc_start(agent_argv, &as_nobody);
+    const char *status_argv[] = {MMR_CTL_BIN, "--socket", socket_path, "status", NULL};
+    struct proc_result res = {0};
+    bool up = false;
+    for (int i = 0; i < timeout_ms(10000) / 100 && !up; i++) {
+        proc_run(status_argv, &as_nobody, timeout_ms(10000), &res);
+        up = res.exit_code == 0; /* its own user trusts it */
+        proc_result_free(&res);
+        if (!up)
+            usleep(100 * 1000);
+    }
+    cr_assert(up, "the agent run by nobody did not answer nobody");
+
+    proc_run(status_argv, NULL, timeout_ms(10000), &res);
+    cr_expect_neq(res.exit_code, 0, "root talked to an agent run by nobody: %s", res.out);
+    cr_expect(strstr(res.err, "refusing") && strstr(res.err, "nobody"), "stderr: %s", res.err);
+    proc_result_free(&res);
+    json_t *st = NULL;
+    cr_expect_eq(mmr_ipc_call(socket_path, "status", NULL, 5000, &st), MMR_EPERM, "%s",
+                 mmr_err_msg());
+    json_decref(st);
+}
+
 Test(agent, broken_config_on_reload_keeps_running)
 {
     start_agent();

@@ -4,12 +4,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "agent/agent_config.h"
 #include "shared/err.h"
 #include "shared/mem.h"
 #include "shared/platform.h"
+#include "testutil.h"
 
 Test(agent_config, defaults_without_a_file)
 {
@@ -19,7 +19,9 @@ Test(agent_config, defaults_without_a_file)
     cr_expect_str_eq(cfg.data_dir, mmr_default_data_dir());
     cr_expect_str_eq(cfg.run_dir, mmr_default_run_dir());
     cr_expect_str_eq(cfg.log_level, "info");
-    cr_expect_str_eq(cfg.log_file, "/var/lib/mamori/logs/agent.log");
+    char *log = mmr_test_path(mmr_default_data_dir(), "logs", "agent.log", NULL);
+    cr_expect_str_eq(cfg.log_file, log);
+    free(log);
     cr_expect_eq(cfg.log_max_size, 10u * 1024 * 1024);
     cr_expect_eq(cfg.log_keep, 5);
     mmr_agent_config_free(&cfg);
@@ -37,7 +39,9 @@ Test(agent_config, data_dir_override_moves_socket_and_log)
     cr_assert_eq(mmr_agent_config_load(NULL, true, "/tmp/d", &cfg), 0, "%s", mmr_err_msg());
     cr_expect_str_eq(cfg.data_dir, "/tmp/d");
     cr_expect_str_eq(cfg.run_dir, "/tmp/d");
-    cr_expect_str_eq(cfg.log_file, "/tmp/d/logs/agent.log");
+    char *log = mmr_test_path("/tmp/d", "logs", "agent.log", NULL);
+    cr_expect_str_eq(cfg.log_file, log);
+    free(log);
     mmr_agent_config_free(&cfg);
 }
 
@@ -49,7 +53,9 @@ Test(agent_config, path_choice)
     cr_expect(ex);
     free(p);
     p = mmr_agent_config_path(NULL, "/tmp/d", &ex);
-    cr_expect_str_eq(p, "/tmp/d/agent.conf");
+    char *conf = mmr_test_path("/tmp/d", "agent.conf", NULL);
+    cr_expect_str_eq(p, conf);
+    free(conf);
     cr_expect_not(ex);
     free(p);
     p = mmr_agent_config_path(NULL, NULL, &ex);
@@ -59,8 +65,8 @@ Test(agent_config, path_choice)
 
 Test(agent_config, file_values_and_redaction)
 {
-    char dir[] = "/tmp/mmr-acfg-XXXXXX";
-    cr_assert(mkdtemp(dir));
+    char dir[512];
+    mmr_test_mkdtemp("mmr-acfg", dir, sizeof(dir));
     char *path = mmr_path_join(dir, "agent.conf");
     const char *text = "[agent]\nrun_dir = /tmp/sock\n[log]\nlevel = debug\nmax_size = 1M\n"
                        "[server]\nurl = https://127.0.0.1:8443\nenroll_token = topsecretvalue\n";
@@ -81,7 +87,6 @@ Test(agent_config, file_values_and_redaction)
     cr_assert_eq(mmr_file_write_atomic(path, bad, strlen(bad)), 0);
     cr_expect_eq(mmr_agent_config_load(path, false, dir, &cfg), MMR_EINVAL);
     cr_expect(strstr(mmr_err_msg(), "agent.conf:2"), "%s", mmr_err_msg());
-    mmr_file_remove(path);
     free(path);
-    rmdir(dir);
+    mmr_test_rmtree(dir);
 }

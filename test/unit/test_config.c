@@ -12,6 +12,7 @@
 #include "shared/config.h"
 #include "shared/err.h"
 #include "shared/mem.h"
+#include "testutil.h"
 
 struct tcfg {
     char *name;
@@ -54,19 +55,18 @@ static const struct mmr_cfg_key schema[] = {
 #define NKEYS (sizeof(schema) / sizeof(schema[0]))
 
 static struct tcfg cfg;
-static char dir[64];
+static char dir[512];
 
 static void setup(void)
 {
     memset(&cfg, 0, sizeof(cfg));
-    snprintf(dir, sizeof(dir), "/tmp/mmr-test-config-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    mmr_test_mkdtemp("mmr-test-config", dir, sizeof(dir));
 }
 
 static void teardown(void)
 {
     mmr_config_free(schema, NKEYS, &cfg);
-    remove(dir);
+    mmr_test_rmtree(dir);
 }
 
 TestSuite(config, .init = setup, .fini = teardown);

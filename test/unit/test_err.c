@@ -3,7 +3,8 @@
 #include <criterion/criterion.h>
 
 #include <string.h>
-#include <threads.h>
+
+#include <uv.h>
 
 #include "shared/err.h"
 
@@ -119,23 +120,27 @@ Test(err, long_messages_are_truncated)
     cr_assert_eq(strspn(mmr_err_msg(), "x"), len);
 }
 
-static int other_thread(void *arg)
+struct other {
+    char seen[64];
+    int res;
+};
+
+static void other_thread(void *arg)
 {
-    char *seen = arg;
-    strcpy(seen, mmr_err_msg());
+    struct other *o = arg;
+    strcpy(o->seen, mmr_err_msg());
     mmr_err_set(MMR_EIO, "from the other thread");
-    return strcmp(mmr_err_msg(), "from the other thread") == 0 ? 0 : 1;
+    o->res = strcmp(mmr_err_msg(), "from the other thread") == 0 ? 0 : 1;
 }
 
 Test(err, message_is_per_thread)
 {
-    char seen[64] = "sentinel";
+    struct other o = {.seen = "sentinel", .res = -1};
     mmr_err_set(MMR_EINVAL, "main thread");
-    thrd_t t;
-    cr_assert_eq(thrd_create(&t, other_thread, seen), thrd_success);
-    int res = -1;
-    cr_assert_eq(thrd_join(t, &res), thrd_success);
-    cr_assert_eq(res, 0);
-    cr_assert_str_eq(seen, "", "a new thread starts without a message");
+    uv_thread_t t;
+    cr_assert_eq(uv_thread_create(&t, other_thread, &o), 0);
+    cr_assert_eq(uv_thread_join(&t), 0);
+    cr_assert_eq(o.res, 0);
+    cr_assert_str_eq(o.seen, "", "a new thread starts without a message");
     cr_assert_str_eq(mmr_err_msg(), "main thread");
 }

@@ -9,23 +9,21 @@
 #include "shared/log.h"
 #include "shared/mem.h"
 #include "shared/platform.h"
+#include "testutil.h"
 
-static char dir[64];
+static char dir[512];
 static char *path;
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/mmr-log-XXXXXX");
-    cr_assert(mkdtemp(dir));
+    mmr_test_mkdtemp("mmr-log", dir, sizeof(dir));
     path = mmr_path_join(dir, "agent.log");
 }
 
 static void teardown(void)
 {
     mmr_log_close();
-    char *cmd = mmr_asprintf("rm -rf '%s'", dir);
-    cr_expect_eq(system(cmd), 0);
-    free(cmd);
+    cr_expect_eq(mmr_test_rmtree(dir), 0);
     free(path);
 }
 

@@ -3,7 +3,6 @@
  * reading them back, and chain verification with its refusal messages. */
 #include <criterion/criterion.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,25 +17,20 @@
 #include "shared/pki.h"
 #include "shared/pki_mbedtls.h"
 #include "shared/platform.h"
+#include "testutil.h"
 
 #define DAY_MS (24LL * 3600 * 1000)
 
-static char dir[64];
+static char dir[512];
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/mmr-pki-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
-}
-
-static int remove_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
+    mmr_test_mkdtemp("mmr-pki", dir, sizeof(dir));
 }
 
 static void teardown(void)
 {
-    nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    mmr_test_rmtree(dir);
 }
 
 static struct mmr_key *new_key(void)

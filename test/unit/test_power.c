@@ -3,7 +3,6 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,23 +11,18 @@
 
 #include "drivers/power.h"
 #include "shared/err.h"
+#include "testutil.h"
 
-static char root[64];
+static char root[512];
 
 static void setup(void)
 {
-    snprintf(root, sizeof(root), "/tmp/mmr-power-XXXXXX");
-    cr_assert_not_null(mkdtemp(root));
-}
-
-static int remove_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
+    mmr_test_mkdtemp("mmr-power", root, sizeof(root));
 }
 
 static void teardown(void)
 {
-    nftw(root, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    mmr_test_rmtree(root);
 }
 
 /* Creates <root>/class/power_supply/<supply>/<attr> holding value, with the

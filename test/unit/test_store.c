@@ -3,12 +3,9 @@
  * concurrency, damaged files, injected I/O faults, and a micro-benchmark. */
 #include <criterion/criterion.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -17,12 +14,13 @@
 #include "shared/err.h"
 #include "shared/mem.h"
 #include "shared/platform.h"
+#include "testutil.h"
 
 #define T0     1700000000000LL /* the test clock starts here */
 #define DAY_MS (24LL * 3600 * 1000)
 
-static char dir[64];
-static char path[128];
+static char dir[512];
+static char path[700];
 static int64_t fake_now;
 
 static int64_t test_clock(void *ctx)
@@ -32,21 +30,15 @@ static int64_t test_clock(void *ctx)
 
 static void setup(void)
 {
-    snprintf(dir, sizeof(dir), "/tmp/mmr-store-XXXXXX");
-    cr_assert_not_null(mkdtemp(dir));
+    mmr_test_mkdtemp("mmr-store", dir, sizeof(dir));
     snprintf(path, sizeof(path), "%s/server.db", dir);
     fake_now = T0;
-}
-
-static int remove_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(p);
 }
 
 static void teardown(void)
 {
     mmr_db_fault_disarm();
-    nftw(dir, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+    mmr_test_rmtree(dir);
 }
 
 TestSuite(store, .init = setup, .fini = teardown, .timeout = 60);
@@ -206,9 +198,9 @@ Test(store, open_creates_and_reopens)
     cr_expect_eq(mmr_store_check(s, true, buf, sizeof(buf)), 0, "%s", buf);
     cr_expect_str_eq(buf, "ok");
     mmr_store_close(s);
-    struct stat sb;
-    cr_assert_eq(stat(path, &sb), 0);
-    cr_expect_eq(sb.st_mode & 0077, 0, "the database is owner-only");
+    bool priv = false;
+    cr_assert_eq(mmr_file_is_private(path, &priv), 0, "%s", mmr_err_msg());
+    cr_expect(priv, "the database is owner-only");
     mmr_store_close(NULL);
 }
 
@@ -2247,7 +2239,7 @@ Test(store, damage_sweep_one_table_at_a_time)
         "audit",        "policy_history", "policy_active", "policies", "event_totals",
         "event_counts", "events",         "tokens",        "certs",    "devices"};
     for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
-        char sql[64];
+        char sql[800];
         remove(path);
         snprintf(sql, sizeof(sql), "%s-wal", path);
         remove(sql);

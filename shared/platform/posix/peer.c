@@ -12,7 +12,9 @@
 
 #include "shared/err.h"
 
-int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out)
+/* SO_PEERCRED names the other end of a connected Unix socket, whichever
+ * side asks: the client from the server, the server from the client. */
+static int identify(uv_pipe_t *pipe, struct mmr_peer *out)
 {
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)pipe, &fd) != 0)
@@ -36,6 +38,16 @@ int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out)
     else
         snprintf(out->name, sizeof(out->name), "%u", (unsigned)cred.uid);
     return 0;
+}
+
+int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out)
+{
+    return identify(pipe, out);
+}
+
+int mmr_peer_identify_server(uv_pipe_t *client, struct mmr_peer *out)
+{
+    return identify(client, out);
 }
 
 int mmr_ipc_endpoint_open_to_all(uv_pipe_t *server)

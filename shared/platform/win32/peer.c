@@ -118,31 +118,26 @@ static void account_name(PSID sid, uint32_t rid, char *out, size_t cap)
     free(utf8);
 }
 
-int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out)
+/* Fills out from the token of process pid: who it runs as and whether it
+ * administers us. MMR_EPERM when we may not read its token. */
+static int identify_process(ULONG pid, const char *side, struct mmr_peer *out)
 {
-    uv_os_fd_t h;
-    if (uv_fileno((uv_handle_t *)pipe, &h) != 0)
-        return mmr_err_set(MMR_EINVAL, "IPC connection has no handle");
-    ULONG pid = 0;
-    if (!GetNamedPipeClientProcessId(h, &pid))
-        return mmr_win_err_set(GetLastError(), "cannot read the IPC client's process id");
-
-    /* The client process's token says who it runs as and whether it is
-     * elevated; nothing the client sends is trusted for this. */
+    /* The process's token says who it runs as and whether it is elevated;
+     * nothing the other side sends is trusted for this. */
     HANDLE proc = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
     if (!proc)
-        return mmr_win_err_set(GetLastError(), "cannot open the IPC client's process");
+        return mmr_win_err_set(GetLastError(), side);
     HANDLE token;
     BOOL ok = OpenProcessToken(proc, TOKEN_QUERY | TOKEN_DUPLICATE, &token);
     DWORD err = GetLastError();
     CloseHandle(proc);
     if (!ok)
-        return mmr_win_err_set(err, "cannot read the IPC client's access token");
+        return mmr_win_err_set(err, side);
     BYTE user[SECURITY_MAX_SID_SIZE];
     if (!token_user(token, user)) {
         err = GetLastError();
         CloseHandle(token);
-        return mmr_win_err_set(err, "cannot read the IPC client's user");
+        return mmr_win_err_set(err, side);
     }
 
     memset(out, 0, sizeof(*out));
@@ -154,6 +149,39 @@ int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out)
     out->admin = token_is_admin(token, user) || (self && EqualSid(user, self));
     CloseHandle(token);
     account_name(user, out->uid, out->name, sizeof(out->name));
+    return 0;
+}
+
+int mmr_peer_identify(uv_pipe_t *pipe, struct mmr_peer *out)
+{
+    uv_os_fd_t h;
+    if (uv_fileno((uv_handle_t *)pipe, &h) != 0)
+        return mmr_err_set(MMR_EINVAL, "IPC connection has no handle");
+    ULONG pid = 0;
+    if (!GetNamedPipeClientProcessId(h, &pid))
+        return mmr_win_err_set(GetLastError(), "cannot read the IPC client's process id");
+    return identify_process(pid, "cannot read the IPC client's access token", out);
+}
+
+int mmr_peer_identify_server(uv_pipe_t *client, struct mmr_peer *out)
+{
+    uv_os_fd_t h;
+    if (uv_fileno((uv_handle_t *)client, &h) != 0)
+        return mmr_err_set(MMR_EINVAL, "IPC connection has no handle");
+    ULONG pid = 0, session = 1;
+    if (!GetNamedPipeServerProcessId(h, &pid))
+        return mmr_win_err_set(GetLastError(), "cannot read the IPC server's process id");
+    int rc = identify_process(pid, "cannot read the IPC server's access token", out);
+    if (rc == 0 || rc != MMR_EPERM)
+        return rc;
+    /* An ordinary user may not read a service's token. Session 0 holds only
+     * services, and only administrators install services: trust that. */
+    if (!GetNamedPipeServerSessionId(h, &session) || session != 0)
+        return rc;
+    memset(out, 0, sizeof(*out));
+    out->pid = (int64_t)pid;
+    out->admin = true;
+    snprintf(out->name, sizeof(out->name), "a service");
     return 0;
 }
 
