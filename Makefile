@@ -68,19 +68,7 @@ test-windows: windows release
 	@scripts/windows/run-tests $(WIN_DIR) $(REL_DIR)
 
 package:
-	@echo "# Static .exe files that need only system DLLs; the dependencies are built from
-# Debian's source packages into a cache outside the tree (docs/windows.md).
-windows:
-	@scripts/install-deps --windows
-	@deps=$$(scripts/windows/build-deps) && \
-	  cmake -S . -B $(WIN_DIR) $(CMAKE_GEN) -DCMAKE_TOOLCHAIN_FILE=cmake/mingw-w64.cmake \
-	    -DMMR_WIN64_DEPS="$$deps" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-	@cmake --build $(WIN_DIR) -j $(JOBS)
-
-test-windows: windows release
-	@scripts/windows/run-tests $(WIN_DIR) $(REL_DIR)
-
-package: not yet (installer packages arrive with the updater, issue 7)"
+	@echo "package: not yet (installer packages arrive with the updater, issue 7)"
 
 clean:
 	rm -rf build
