@@ -98,16 +98,18 @@ static int open_logging(const struct mmr_agent *a)
     return mmr_log_open(&opts);
 }
 
-static void reload(struct runtime *rt)
+/* Returns the loader's error (message set) when the file is refused. */
+static int reload(struct runtime *rt)
 {
     struct mmr_agent *a = &rt->agent;
     struct mmr_agent_config fresh;
     mmr_service_notify("RELOADING=1");
-    if (mmr_agent_config_load(a->config_path, !a->config_explicit, rt->data_dir_opt, &fresh) < 0) {
+    int rc = mmr_agent_config_load(a->config_path, !a->config_explicit, rt->data_dir_opt, &fresh);
+    if (rc < 0) {
         mmr_error("agent", "configuration reload failed, keeping the running one",
                   "error=\"%s\"", mmr_err_msg());
         mmr_service_notify("READY=1");
-        return;
+        return rc;
     }
     if (strcmp(fresh.data_dir, a->cfg.data_dir) != 0 || strcmp(fresh.run_dir, a->cfg.run_dir) != 0)
         mmr_warn("agent", "data_dir and run_dir changes take effect at the next restart", NULL);
@@ -121,6 +123,7 @@ static void reload(struct runtime *rt)
         fprintf(stderr, "mamori-agent: %s\n", mmr_err_msg());
     mmr_info("agent", "configuration reloaded", "config=\"%s\"", a->config_path);
     mmr_service_notify("READY=1");
+    return 0;
 }
 
 static void stop(struct runtime *rt, const char *why)
@@ -150,7 +153,7 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     struct runtime *rt = s->data;
     if (signum == SIGHUP)
-        reload(rt);
+        (void)reload(rt);
     else
         stop(rt, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
@@ -176,8 +179,11 @@ static void request_stop(void *ctx)
 static void handle_reload(struct mmr_control_call *call, json_t *args, void *ud)
 {
     struct runtime *rt = ud;
-    reload(rt);
-    mmr_control_reply(call, json_pack("{s:s}", "config", rt->agent.config_path));
+    int rc = reload(rt);
+    if (rc < 0)
+        mmr_control_fail(call, rc, mmr_err_msg());
+    else
+        mmr_control_reply(call, json_pack("{s:s}", "config", rt->agent.config_path));
 }
 
 /* A damaged agent.db must not leave the laptop unprotected: move it aside
