@@ -20,6 +20,16 @@
 #define EXIT_CONFIG 2
 #define EXIT_SERVICE 7
 
+/* Every wait is bounded well under the suite's timeout (45 s per test: six
+ * stuck tests still end within ctest's 300 s, each reported on its own). A
+ * command takes well under a second; starting and stopping the service within
+ * 15 and 10 s; StartServiceW itself returns within the SCM's own limit for a
+ * service to connect (10 s under Wine, 30 s on Windows). */
+#define TEST_TIMEOUT_S 45
+#define COMMAND_MS 15000
+#define START_MS 15000
+#define STOP_MS 10000
+
 /* A data directory named in Japanese: the service's command line carries it
  * through the SCM in UTF-16 and the agent must get it back intact. */
 static wchar_t dir_w[MAX_PATH];
@@ -67,8 +77,9 @@ static void remove_service(void)
         return;
     SERVICE_STATUS st;
     ControlService(s, SERVICE_CONTROL_STOP, &st);
-    for (int i = 0; i < 100 && QueryServiceStatus(s, &st) && st.dwCurrentState != SERVICE_STOPPED;
-         i++)
+    ULONGLONG deadline = GetTickCount64() + STOP_MS;
+    while (QueryServiceStatus(s, &st) && st.dwCurrentState != SERVICE_STOPPED &&
+           GetTickCount64() < deadline)
         Sleep(100);
     DeleteService(s);
     CloseServiceHandle(s);
@@ -103,14 +114,14 @@ static void teardown(void)
     dir_w[0] = L'\0';
 }
 
-TestSuite(service, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(service, .init = setup, .fini = teardown, .timeout = TEST_TIMEOUT_S);
 
 /* Runs mamori-agent.exe with up to four arguments. */
 static void agent(struct proc_result *res, const char *a1, const char *a2, const char *a3,
                   const char *a4)
 {
     const char *argv[] = {MMR_AGENT_BIN, a1, a2, a3, a4, NULL};
-    proc_run(argv, NULL, 30000, res);
+    proc_run(argv, NULL, COMMAND_MS, res);
 }
 
 static void install(const char *config)
@@ -121,7 +132,7 @@ static void install(const char *config)
         proc_result_free(&res);
         const char *argv[] = {MMR_AGENT_BIN, "service", "install", "--data-dir", dir,
                               "--config", config, NULL};
-        proc_run(argv, NULL, 30000, &res);
+        proc_run(argv, NULL, COMMAND_MS, &res);
     }
     cr_assert_eq(res.exit_code, 0, "service install failed:\n%s%s", res.out, res.err);
     cr_expect(strstr(res.out, "installed"), "%s", res.out);
@@ -155,8 +166,8 @@ static void start_and_wait_running(SC_HANDLE s)
 {
     cr_assert(StartServiceW(s, 0, NULL), "StartServiceW: error %lu", GetLastError());
     SERVICE_STATUS st;
-    long took = wait_state(s, SERVICE_RUNNING, 15000, &st);
-    cr_assert(took >= 0, "service not RUNNING after 15 s: state %lu, exit %lu/%lu",
+    long took = wait_state(s, SERVICE_RUNNING, START_MS, &st);
+    cr_assert(took >= 0, "service not RUNNING after %d s: state %lu, exit %lu/%lu", START_MS / 1000,
               st.dwCurrentState, st.dwWin32ExitCode, st.dwServiceSpecificExitCode);
     cr_expect(st.dwControlsAccepted & SERVICE_ACCEPT_STOP);
     cr_expect(st.dwControlsAccepted & SERVICE_ACCEPT_SHUTDOWN);
@@ -218,7 +229,7 @@ static void check_recovery(SC_HANDLE s)
 static void ctl_status(struct proc_result *res)
 {
     const char *argv[] = {MMR_CTL_BIN, "--data-dir", dir, "status", NULL};
-    proc_run(argv, NULL, 15000, res);
+    proc_run(argv, NULL, COMMAND_MS, res);
 }
 
 Test(service, install_start_status_stop_uninstall)
@@ -238,8 +249,8 @@ Test(service, install_start_status_stop_uninstall)
 
     SERVICE_STATUS st;
     cr_assert(ControlService(s, SERVICE_CONTROL_STOP, &st), "stop: error %lu", GetLastError());
-    long took = wait_state(s, SERVICE_STOPPED, 10000, &st);
-    cr_assert(took >= 0, "service not STOPPED 10 s after the stop request");
+    long took = wait_state(s, SERVICE_STOPPED, STOP_MS, &st);
+    cr_assert(took >= 0, "service not STOPPED %d s after the stop request", STOP_MS / 1000);
     cr_expect_leq(took, 2000, "service took %ld ms to stop", took);
     cr_expect_eq(st.dwWin32ExitCode, NO_ERROR, "exit %lu/%lu", st.dwWin32ExitCode,
                  st.dwServiceSpecificExitCode);
@@ -311,7 +322,7 @@ Test(service, failed_start_reports_the_exit_code)
     SC_HANDLE s = open_service();
     cr_assert(StartServiceW(s, 0, NULL), "StartServiceW: error %lu", GetLastError());
     SERVICE_STATUS st;
-    cr_assert(wait_state(s, SERVICE_STOPPED, 15000, &st) >= 0, "still in state %lu",
+    cr_assert(wait_state(s, SERVICE_STOPPED, START_MS, &st) >= 0, "still in state %lu",
               st.dwCurrentState);
     cr_expect_eq(st.dwWin32ExitCode, ERROR_SERVICE_SPECIFIC_ERROR);
     cr_expect_eq(st.dwServiceSpecificExitCode, EXIT_CONFIG);
@@ -333,11 +344,11 @@ Test(service, runs_in_the_foreground_without_the_scm)
     const char *argv[] = {MMR_AGENT_BIN, "--data-dir", fg, NULL};
     const char *ctl[] = {MMR_CTL_BIN, "--data-dir", fg, "status", NULL};
     struct proc *p = proc_start(argv, NULL);
-    ULONGLONG start = GetTickCount64();
+    ULONGLONG start = GetTickCount64(), deadline = start + START_MS, now;
     struct proc_result res = {0};
     bool up = false;
-    while (!up && GetTickCount64() - start < 15000) {
-        proc_run(ctl, NULL, 15000, &res);
+    while (!up && (now = GetTickCount64()) < deadline) {
+        proc_run(ctl, NULL, (int)(deadline - now), &res);
         up = res.exit_code == 0;
         proc_result_free(&res);
         if (!up)
@@ -345,14 +356,14 @@ Test(service, runs_in_the_foreground_without_the_scm)
     }
     ULONGLONG took = GetTickCount64() - start;
     cr_log_info("foreground agent answered %llu ms after its start", (unsigned long long)took);
-    cr_expect(up, "foreground agent did not answer mamorictl status within 15 s");
+    cr_expect(up, "foreground agent did not answer mamorictl status within %d s", START_MS / 1000);
     cr_expect_lt(took, 5000ull);
     wchar_t pidfile[MAX_PATH];
     _snwprintf(pidfile, MAX_PATH, L"%ls\\fg\\mamori-agent.pid", dir_w);
     pidfile[MAX_PATH - 1] = L'\0';
     cr_expect_eq(GetFileAttributesW(pidfile), INVALID_FILE_ATTRIBUTES, "a pidfile was written");
     proc_kill(p, SIGTERM);
-    proc_wait(p, 10000, &res);
+    proc_wait(p, STOP_MS, &res);
     proc_result_free(&res);
 }
 
@@ -374,7 +385,7 @@ Test(service, bad_service_commands)
     snprintf(fresh, sizeof(fresh), "%s\\fresh", dir);
     const char *argv[] = {MMR_AGENT_BIN, "service", "install", "--data-dir", fresh,
                           "--config", missing, NULL};
-    proc_run(argv, NULL, 30000, &res);
+    proc_run(argv, NULL, COMMAND_MS, &res);
     cr_expect_eq(res.exit_code, EXIT_SERVICE, "%s", res.err);
     cr_expect(strstr(res.err, "missing.conf"), "%s", res.err);
     proc_result_free(&res);
