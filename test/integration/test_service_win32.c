@@ -15,6 +15,7 @@
 #include <winsvc.h>
 
 #include "proc.h"
+#include "shared/platform.h"
 
 #define SERVICE_W L"mamori-agent"
 #define EXIT_CONFIG 2
@@ -246,6 +247,21 @@ Test(service, install_start_status_stop_uninstall)
     cr_expect(strstr(res.out, "running"), "%s", res.out);
     cr_expect(strstr(res.out, dir), "status names another data directory:\n%s", res.out);
     proc_result_free(&res);
+
+    /* The helpdesk's commands work against the service too. */
+    const char *selftest[] = {MMR_CTL_BIN, "--data-dir", dir, "--json", "selftest", "--events",
+                              "5", NULL};
+    proc_run(selftest, NULL, COMMAND_MS, &res);
+    cr_expect_eq(res.exit_code, 0, "mamorictl selftest:\n%s%s", res.out, res.err);
+    cr_expect(strstr(res.out, "\"queued\": 5"), "%s", res.out);
+    proc_result_free(&res);
+    char *bundle = mmr_path_join(dir, "support.tar.gz");
+    const char *diag[] = {MMR_CTL_BIN, "--data-dir", dir, "diag", "-o", bundle, NULL};
+    proc_run(diag, NULL, COMMAND_MS, &res);
+    cr_expect_eq(res.exit_code, 0, "mamorictl diag:\n%s%s", res.out, res.err);
+    cr_expect_gt(mmr_file_size(bundle), 0, "no bundle at %s", bundle);
+    proc_result_free(&res);
+    free(bundle);
 
     SERVICE_STATUS st;
     cr_assert(ControlService(s, SERVICE_CONTROL_STOP, &st), "stop: error %lu", GetLastError());
