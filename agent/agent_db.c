@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "agent/queue.h"
+#include "agent/scan_cache.h"
 #include "shared/err.h"
 #include "shared/mem.h"
 #include "shared/platform.h"
@@ -16,6 +17,7 @@ static const struct mmr_db_migration migrations[] = {
         "  updated_ms INTEGER NOT NULL"
         ") WITHOUT ROWID;"},
     {2, mmr_queue_schema_sql}, /* the telemetry queue's tables */
+    {3, mmr_scan_cache_schema_sql}, /* the scan verdict cache */
 };
 
 int mmr_agent_db_open(const char *path, struct mmr_db **out)

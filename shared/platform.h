@@ -84,6 +84,25 @@ void mmr_process_ignore_sigpipe(void);
 /* Makes files this process creates private by default (umask 077). */
 void mmr_process_private_files(void);
 
+/* ---- file identity --------------------------------------------------------- */
+
+/* What tells, without reading a file, whether its contents may have changed:
+ * the scan cache keys verdicts on it. A write changes size or mtime, a
+ * rename over the file gives a new (dev, ino), and anything that resets
+ * mtime (utime, tar -x) still moves ctime, which no user call can set. */
+struct mmr_file_id {
+    uint64_t dev;     /* st_dev; the volume serial number on Windows */
+    uint64_t ino;     /* st_ino; the 64-bit file index on Windows */
+    uint64_t size;
+    int64_t mtime_ns; /* last write, nanoseconds since the Unix epoch */
+    int64_t ctime_ns; /* last change of contents or metadata (ChangeTime) */
+    bool regular;     /* not a directory, link/reparse point, device or pipe */
+};
+
+/* Identifies path; a symbolic link (reparse point) itself unless
+ * follow_symlinks. A missing file gives MMR_ENOENT. */
+int mmr_file_identify(const char *path, bool follow_symlinks, struct mmr_file_id *out);
+
 /* ---- single-instance lock ------------------------------------------------ */
 
 struct mmr_lock;

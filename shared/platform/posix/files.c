@@ -1,5 +1,5 @@
 /* POSIX file helpers: bounded reads, atomic private writes, append-only
- * files for logs, permissions and disk space. */
+ * files for logs, permissions, disk space and file identity. */
 #include "shared/platform.h"
 
 #include <errno.h>
@@ -282,6 +282,22 @@ int64_t mmr_file_size(const char *path)
     if (stat(path, &st) != 0)
         return fail("cannot stat", path);
     return (int64_t)st.st_size;
+}
+
+int mmr_file_identify(const char *path, bool follow_symlinks, struct mmr_file_id *out)
+{
+    struct stat st;
+    if ((follow_symlinks ? stat(path, &st) : lstat(path, &st)) != 0)
+        return fail("cannot stat", path);
+    *out = (struct mmr_file_id){
+        .dev = (uint64_t)st.st_dev,
+        .ino = (uint64_t)st.st_ino,
+        .size = (uint64_t)st.st_size,
+        .mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec,
+        .ctime_ns = (int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec,
+        .regular = S_ISREG(st.st_mode),
+    };
+    return 0;
 }
 
 int mmr_disk_space(const char *path, uint64_t *free_bytes, uint64_t *total_bytes)

@@ -1,0 +1,5 @@
+// A syntax error on line 4.
+rule broken
+{
+    condition: $undefined_string and
+}
