@@ -103,6 +103,45 @@ struct mmr_file_id {
  * follow_symlinks. A missing file gives MMR_ENOENT. */
 int mmr_file_identify(const char *path, bool follow_symlinks, struct mmr_file_id *out);
 
+/* ---- directories and filesystems (the scan walker) ---------------------- */
+
+/* What a directory entry is, as listed, without following it. */
+enum mmr_dirent_type {
+    MMR_DIRENT_FILE,  /* a regular file */
+    MMR_DIRENT_DIR,
+    MMR_DIRENT_LINK,  /* a symbolic link; any reparse point (junction...) on Windows */
+    MMR_DIRENT_OTHER, /* device, FIFO, socket */
+};
+
+struct mmr_dir;
+
+/* Opens a directory for listing. Unless follow_link, POSIX refuses a
+ * symbolic link as the last component (MMR_EINVAL, like a non-directory), so
+ * that a directory swapped for a link after it was listed is not entered;
+ * Windows opens by name and cannot refuse (a race window the caller's listing
+ * narrows). A missing path is MMR_ENOENT, a denied one MMR_EPERM. */
+int mmr_dir_open(const char *path, bool follow_link, struct mmr_dir **out);
+/* The next entry other than "." and "..": 1 with *name (UTF-8, valid until
+ * the next call) and *type, 0 at the end. A name that is not valid UTF-16
+ * (Windows) gives MMR_EINVAL for that entry and the listing may go on; any
+ * other error ends it. */
+int mmr_dir_next(struct mmr_dir *d, const char **name, enum mmr_dirent_type *type);
+void mmr_dir_close(struct mmr_dir *d);
+
+/* Where the filesystem holding a path keeps its files. */
+enum mmr_fs_kind {
+    MMR_FS_LOCAL,   /* disks, removable media, tmpfs, block-backed FUSE (ntfs-3g) */
+    MMR_FS_NETWORK, /* NFS, SMB/CIFS, 9p, Ceph, AFS...; other FUSE (sshfs); UNC */
+    MMR_FS_PSEUDO,  /* kernel views: proc, sysfs, cgroup, debugfs, devpts... */
+};
+
+int mmr_fs_kind(const char *path, enum mmr_fs_kind *out);
+
+/* Path spelling rules: names compare ignoring (ASCII) case on Windows, where
+ * '\\' is a separator as well as '/'. */
+bool mmr_path_fold_case(void);
+bool mmr_path_is_sep(char c);
+
 /* ---- single-instance lock ------------------------------------------------ */
 
 struct mmr_lock;
